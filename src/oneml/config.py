@@ -1,0 +1,217 @@
+"""RunConfig = model + method + objective + data + train + tracking.
+
+Loaded from YAML (``oneml train run.yaml``) with dotted overrides (``--set method.r=8``), or built in
+Python (``RunConfig(method=LoRAConfig(r=8))``). Everything is validated at load; an error names the
+field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, field_validator
+
+from oneml.errors import OnemlError
+from oneml.methods import METHODS, MethodConfig
+from oneml.objectives import OBJECTIVES, ObjectiveConfig
+from oneml.schema import Section, validate
+
+
+class ModelConfig(Section):
+    name: str = "smollm2-135m"
+    """A preset from `oneml models`, a Hugging Face hub id, or a local directory."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) for hub models."""
+    trust_remote_code: bool = False
+    """Run the model repository's own Python code. Off unless you trust the repository."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight dtype: auto = bfloat16 on a GPU that supports it, float32 on CPU."""
+    init: Literal["pretrained", "random"] = "pretrained"
+    """random: build the architecture with random weights (benchmarks, when weights are not at hand)."""
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    """Architecture config overrides for random init, e.g. {num_hidden_layers: 2}."""
+    tokenizer: str | None = None
+    """Tokenizer to use instead of the model's own: a preset, hub id or directory."""
+
+
+class DataConfig(Section):
+    dataset: str = "alpaca-demo"
+    """A dataset from `oneml datasets`, or a local .json/.jsonl/.csv/.parquet file."""
+    format: Literal["auto", "alpaca", "dolly", "messages", "sharegpt", "preference"] = "auto"
+    """Row format; auto detects it from the fields of the first row."""
+    split: str | None = None
+    """Split to read for hub datasets (default: the catalogue's)."""
+    max_samples: int | None = Field(default=None, gt=0)
+    """Use at most this many rows (taken after a seeded shuffle)."""
+    eval_fraction: float = Field(default=0.1, gt=0, lt=1)
+    """Share of rows held out for evaluation."""
+    eval_size: int | None = Field(default=None, gt=0)
+    """Number of rows held out for evaluation (overrides eval_fraction)."""
+    split_seed: int = 42
+    """Seed of the train/eval split; fixed apart from the run seed so that every run is scored on the same rows."""
+    max_length: int = Field(default=512, gt=8)
+    """Longest tokenized example; longer ones are truncated (and dropped if no response token is left)."""
+    loss_on: Literal["response", "all"] = "response"
+    """Compute the loss on the assistant responses only (default) or on every token."""
+    system_prompt: str | None = None
+    """System message put before every conversation that has none."""
+
+
+class TrainConfig(Section):
+    max_steps: int = Field(default=100, gt=0)
+    """Optimizer steps."""
+    batch_size: int = Field(default=4, gt=0)
+    """Examples per device per micro-batch."""
+    grad_accum: int = Field(default=1, gt=0)
+    """Micro-batches per optimizer step."""
+    learning_rate: float = Field(default=2e-4, gt=0)
+    """Peak learning rate."""
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    """Learning-rate schedule after warm-up."""
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    """Share of max_steps spent warming up."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    """Gradient clipping norm."""
+    logging_steps: int = Field(default=5, gt=0)
+    """Log training metrics every this many steps."""
+    eval_steps: int | None = Field(default=None, gt=0)
+    """Evaluate every this many steps (default: only before and after training)."""
+    eval_before: bool = True
+    """Evaluate once before training, so the improvement is on record."""
+    eval_batch_size: int | None = Field(default=None, gt=0)
+    """Examples per evaluation batch (default: batch_size)."""
+    seed: int = 0
+    """Seed for initialisation, dropout and data order."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto = CUDA when present, else CPU."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    save_adapter: bool = True
+    """Save the trained adapter (or full model) under the run directory and as an MLflow artifact."""
+
+
+class TrackingConfig(Section):
+    root: str = "oneml-runs"
+    """Directory for run outputs and the default SQLite MLflow store."""
+    uri: str | None = None
+    """MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db)."""
+    experiment: str = "oneml"
+    """MLflow experiment name."""
+    run_name: str | None = None
+    """MLflow run name (default: <method>-<model>-<run id>)."""
+
+
+class RunConfig(Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """The base model."""
+    method: MethodConfig = Field(default_factory=lambda: METHODS.get("lora")())
+    """The fine-tuning method; `oneml methods` lists them."""
+    objective: ObjectiveConfig = Field(default_factory=lambda: OBJECTIVES.get("sft")())
+    """The training objective."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """The dataset and how it is tokenized."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """Optimisation budget and settings."""
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    """Where results are recorded."""
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method(cls, value: Any) -> Any:
+        return _dispatch(METHODS, value, "method")
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective(cls, value: Any) -> Any:
+        return _dispatch(OBJECTIVES, value, "objective")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", serialize_as_any=True)
+
+    @property
+    def run_id(self) -> str:
+        """hash(resolved config, seed): the same experiment always gets the same id.
+
+        Tracking settings are left out: where a result is recorded does not change the result.
+        """
+        payload = {k: v for k, v in self.to_dict().items() if k != "tracking"}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _dispatch(registry: Any, value: Any, field: str) -> Any:
+    """Pick the config class named by ``value['name']`` (a dict from YAML) and validate with it."""
+    if isinstance(value, Section):
+        return value
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        raise OnemlError(f"{field}: must be a mapping with a 'name', got {value!r}")
+    name = value.get("name", RunConfig.model_fields[field].get_default(call_default_factory=True).name)
+    if name not in registry:
+        try:
+            registry.get(str(name))
+        except OnemlError as err:
+            raise OnemlError(f"{field}.name: {err}") from None
+    schema = registry.get(name)
+    return validate(schema, {**value, "name": name}, prefix=field)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise OnemlError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise OnemlError(f"{path}:{where}: malformed YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise OnemlError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides; values are parsed as YAML (``8``, ``true``, ``[q_proj]``)."""
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise OnemlError(f"--set {item!r}: expected key=value, e.g. method.r=8")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if isinstance(child, str) and part in ("method", "objective"):
+                child = node[part] = {"name": child}
+            if not isinstance(child, dict):
+                raise OnemlError(f"--set {key}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def resolve(data: dict[str, Any]) -> RunConfig:
+    return validate(RunConfig, data)
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (or start from the defaults), apply overrides, validate."""
+    data = load_yaml(path) if path is not None else {}
+    return resolve(apply_overrides(data, overrides or []))

@@ -1,0 +1,38 @@
+"""Supervised fine-tuning: next-token cross-entropy on the response tokens.
+
+    L = - (1 / |R|) * sum_{t in R} log p(x_t | x_<t)
+
+where R is the set of positions whose label is not -100 (the assistant's tokens by default; the
+data layer builds the labels). TRL's SFTTrainer computes it, with token accuracy and token counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from oneml.objectives import OBJECTIVES, ObjectiveConfig
+
+
+class SFTObjective(ObjectiveConfig):
+    name: Literal["sft"] = "sft"
+
+    def build_trainer(self, *, model, tokenizer, train_dataset, eval_dataset, args: dict[str, Any], callbacks):
+        from trl import SFTConfig, SFTTrainer
+
+        sft_args = SFTConfig(
+            **args,
+            max_length=None,  # the data layer already truncated
+            dataset_kwargs={"skip_prepare_dataset": True},
+            remove_unused_columns=False,
+        )
+        return SFTTrainer(
+            model=model,
+            args=sft_args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+
+
+OBJECTIVES.register("sft", SFTObjective, "Supervised fine-tuning: cross-entropy on response tokens")

@@ -1,0 +1,69 @@
+"""The base of every config section: typed, frozen, unknown keys refused, errors as one line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from oneml.errors import OnemlError, did_you_mean
+
+
+class Section(BaseModel):
+    """A config section. Field docstrings (``description``) are the ``--help`` text."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True
+    )
+
+
+def _render_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def format_validation_error(err: ValidationError, prefix: str = "", schema: type[BaseModel] | None = None) -> str:
+    """One line for the first problem: ``method.r: must be a positive integer, got 0``."""
+    first = err.errors()[0]
+    inner = first.get("ctx", {}).get("error")
+    if isinstance(inner, OnemlError):  # already one complete line (raised by a nested validation)
+        return str(inner)
+    loc = [str(p) for p in first["loc"] if not str(p).startswith("function-")]
+    where = ".".join(([prefix] if prefix else []) + loc) or prefix or "config"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        known = _known_keys(schema, first["loc"][:-1]) if schema else []
+        hint = did_you_mean(str(first["loc"][-1]), known) if known else ""
+        allowed = f"; allowed: {', '.join(known)}" if known and not hint else ""
+        return f"{where}: unknown key{hint}{allowed}"
+    if kind == "missing":
+        return f"{where}: required"
+    msg = first["msg"]
+    for strip in ("Value error, ", "Assertion failed, "):
+        msg = msg.replace(strip, "")
+    if kind in ("greater_than", "greater_than_equal") and first.get("ctx", {}).get("gt") == 0:
+        is_int = isinstance(first.get("input"), int)
+        msg = "must be a positive integer" if is_int else "must be a positive number"
+    if kind == "literal_error":
+        msg = "must be one of " + first["ctx"]["expected"]
+    if "input" in first and kind not in ("literal_error",) or kind == "literal_error":
+        msg = f"{msg}, got {_render_value(first.get('input'))}"
+    return f"{where}: {msg}"
+
+
+def _known_keys(schema: type[BaseModel], loc: tuple) -> list[str]:
+    model: Any = schema
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def validate(schema: type[BaseModel], data: Any, prefix: str = "") -> Any:
+    """Validate ``data`` against ``schema``, turning pydantic's report into a one-line OnemlError."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as err:
+        raise OnemlError(format_validation_error(err, prefix, schema)) from None
