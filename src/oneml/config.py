@@ -59,6 +59,8 @@ class DataConfig(Section):
     """Compute the loss on the assistant responses only (default) or on every token."""
     system_prompt: str | None = None
     """System message put before every conversation that has none."""
+    chat_template: str | None = None
+    """Chat template when the tokenizer has none (or to replace it): "chatml" or a Jinja template string."""
 
 
 class TrainConfig(Section):
