@@ -12,9 +12,7 @@ from oneml.errors import OnemlError, did_you_mean
 class Section(BaseModel):
     """A config section. Field docstrings (``description``) are the ``--help`` text."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True)
 
 
 def _render_value(value: Any) -> str:

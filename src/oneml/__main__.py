@@ -1,0 +1,3 @@
+from oneml.cli import main
+
+main()

@@ -1,0 +1,177 @@
+"""The `oneml` command: thin commands over library functions.
+
+Every user error is one line on stderr with exit code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from oneml.errors import OnemlError
+
+app = typer.Typer(
+    help="Fine-tune causal LMs with parameter-efficient methods, and choose among them with evidence.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ROOT_HELP = "Run directory holding the default SQLite MLflow store."
+URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --root)."
+
+
+@app.command("train")
+def train_cmd(
+    config: Path | None = typer.Argument(None, help="Run config YAML (default: LoRA on the embedded model)."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a config key: --set method.r=8 (repeatable)."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+):
+    """Fine-tune one model with one method; record the run in MLflow."""
+    from oneml.config import load_run_config
+
+    overrides = list(set_) + ([f"tracking.uri={tracking_uri}"] if tracking_uri else [])
+    cfg = load_run_config(config, overrides)
+    if print_config:
+        import yaml
+
+        out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="", markup=False, highlight=False)
+        out.print(f"# run id: {cfg.run_id}", markup=False, highlight=False)
+        return
+    from oneml.train import train
+    from oneml.train.summary import summary_table
+
+    result = train(cfg, progress=not quiet, console=err)
+    out.print(summary_table(result))
+    uri = result.tracking_uri
+    out.print(f"open the MLflow UI with: oneml ui{'' if 'oneml-runs' in uri else ' --tracking-uri ' + uri}")
+
+
+@app.command("models")
+def models_cmd():
+    """List the model catalogue (any hub id or local directory works too)."""
+    from oneml.models import MODELS
+
+    table = Table("name", "kind", "origin", "description")
+    for entry in MODELS.entries():
+        preset = entry.value
+        table.add_row(entry.name, preset.kind, preset.hub_id or "built in memory", entry.description)
+    out.print(table)
+    out.print("Also: any Hugging Face hub id (org/name) or local model directory.")
+
+
+@app.command("datasets")
+def datasets_cmd():
+    """List the dataset catalogue (any local json/jsonl/csv/parquet file works too)."""
+    from oneml.data import DATASETS
+
+    table = Table("name", "format", "origin", "description")
+    for entry in DATASETS.entries():
+        src = entry.value
+        table.add_row(entry.name, src.format, src.origin, entry.description)
+    out.print(table)
+    out.print("Also: a local .json/.jsonl/.csv/.parquet file (formats: alpaca, dolly, messages, sharegpt, preference).")
+
+
+@app.command("methods")
+def methods_cmd():
+    """List the fine-tuning methods."""
+    from oneml.methods import METHODS
+
+    table = Table("name", "description")
+    for entry in METHODS.entries():
+        table.add_row(entry.name, entry.description)
+    out.print(table)
+
+
+@app.command("runs")
+def runs_cmd(
+    root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
+    experiment: str | None = typer.Option(None, "--experiment", help="Only this MLflow experiment."),
+    limit: int = typer.Option(50, "--limit", min=1, help="Show at most this many runs."),
+):
+    """List tracked runs, newest first."""
+    from oneml.tracking import list_runs, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, root)
+    if uri.startswith("sqlite:") and not (root / "mlflow.db").is_file():
+        raise OnemlError(f"--root: no runs recorded under {root.resolve()} (no mlflow.db)")
+    runs = list_runs(uri, experiment, limit)
+    table = Table("run id", "status", "model", "method", "seed", "eval loss", "before", "tok acc", "tokens/s", "time s")
+    for r in runs:
+        m, t = r["metrics"], r["tags"]
+        table.add_row(
+            t.get("oneml.run_id", r["mlflow_run_id"][:12]),
+            r["status"],
+            t.get("oneml.model", "-"),
+            t.get("oneml.method", "-"),
+            t.get("oneml.seed", "-"),
+            *(
+                _num(m.get(k), s)
+                for k, s in (
+                    ("eval_loss", ".4f"),
+                    ("initial_eval_loss", ".4f"),
+                    ("eval_token_accuracy", ".3f"),
+                    ("tokens_per_second", ",.0f"),
+                    ("train_wall_seconds", ".1f"),
+                )
+            ),
+        )
+    out.print(table)
+    out.print(f"{len(runs)} run(s) in {uri}")
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@app.command("ui")
+def ui_cmd(
+    root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
+    port: int = typer.Option(5000, "--port", min=1, max=65535, help="Port on 127.0.0.1."),
+):
+    """Open the MLflow UI on the runs (bound to 127.0.0.1 only)."""
+    import subprocess
+
+    from oneml.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, root)
+    err.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", uri]
+    raise typer.Exit(subprocess.call(cmd))
+
+
+def main(argv: list[str] | None = None) -> None:
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="oneml", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except OnemlError as exc:
+        from rich.text import Text
+
+        err.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The MLflow store: a SQLite file under the run root by default, any tracking URI when given.
+
+We talk to MLflow through an explicit `MlflowClient` (not the fluent global state), so one process can
+record several runs, and a failure in one cannot leave another's run open.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from oneml.errors import OnemlError
+
+_SECRET = re.compile(r"(token|secret|password|passwd|api[_-]?key|credential)", re.IGNORECASE)
+_PARAM_LIMIT = 6000  # MLflow's maximum param value length
+
+
+def resolve_tracking_uri(uri: str | None, root: str | Path) -> str:
+    """Explicit URI, else $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def _is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted keys with string values; values of keys that look like secrets are masked."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+            continue
+        text = "***" if _SECRET.search(str(key)) and value else str(value)
+        out[name] = text[:_PARAM_LIMIT]
+    return out
+
+
+class RunRecorder:
+    """One MLflow run: created RUNNING, ended FINISHED or FAILED (with the reason as a tag)."""
+
+    def __init__(self, uri: str, root: str | Path, experiment: str):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        root = Path(root).resolve()
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                # Without an explicit artifact_location a local store writes artifacts to ./mlruns of the cwd.
+                location = (root / "artifacts").as_uri() if _is_local_store(uri) else None
+                exp_id = self.client.create_experiment(experiment, artifact_location=location)
+            else:
+                exp_id = exp.experiment_id
+        except mlflow.exceptions.MlflowException as err:
+            raise OnemlError(f"tracking.uri: cannot open the MLflow store at {uri}: {_first_line(err)}") from None
+        self.experiment_id = exp_id
+        self.run_id: str | None = None
+
+    def start(self, name: str, tags: dict[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if _is_number(v)]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def log_artifacts(self, path: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(self.run_id, str(path), artifact_path)
+
+    def log_artifact(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def finish(self) -> None:
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+    def fail(self, reason: str) -> None:
+        self.set_tags({"oneml.failure": reason})
+        self.client.set_terminated(self.run_id, "FAILED")
+
+
+def _is_number(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
+
+def list_runs(uri: str, experiment: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Recent runs, newest first, as plain dicts for `oneml runs`."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiments = client.search_experiments()
+    if experiment is not None:
+        experiments = [e for e in experiments if e.name == experiment]
+    if not experiments:
+        return []
+    runs = client.search_runs([e.experiment_id for e in experiments], order_by=["start_time DESC"], max_results=limit)
+    return [
+        {
+            "mlflow_run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "status": r.info.status,
+            "start_time": r.info.start_time,
+            "params": r.data.params,
+            "metrics": r.data.metrics,
+            "tags": r.data.tags,
+        }
+        for r in runs
+    ]

@@ -1,0 +1,115 @@
+"""Trainer callbacks: live progress, per-step MLflow metrics, step timing; and a peak-memory sampler."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+# Trainer/TRL log names -> ours (the rest pass through unchanged)
+_RENAME = {"loss": "train_loss", "mean_token_accuracy": "train_token_accuracy", "entropy": "train_entropy"}
+_SKIP = {"epoch", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second"}
+
+
+class MlflowMetrics(TrainerCallback):
+    """Logs every Trainer log record to the run, at its optimizer step."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        metrics = {_RENAME.get(k, k): v for k, v in logs.items() if k not in _SKIP}
+        self.recorder.log_metrics(metrics, step=state.global_step)
+
+
+class PeriodicEval(TrainerCallback):
+    """Token-weighted evaluation every ``every`` steps (Trainer's own eval averages batch means)."""
+
+    def __init__(self, every: int | None, run_eval):
+        self.every = every
+        self.run_eval = run_eval
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            self.run_eval(state.global_step)
+
+
+class StepTimer(TrainerCallback):
+    """Sums the time spent inside optimizer steps, so tokens/s excludes evaluation and setup."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._start: float | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self._start = None
+
+
+class RichProgress(TrainerCallback):
+    """A rich progress bar over optimizer steps, with the latest loss and learning rate."""
+
+    def __init__(self, progress, description: str):
+        self.progress = progress
+        self.description = description
+        self.task: Any = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.task = self.progress.add_task(self.description, total=state.max_steps, info="")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.task is not None and logs and "loss" in logs:
+            info = f"loss {logs['loss']:.4f}"
+            if "learning_rate" in logs:
+                info += f"  lr {logs['learning_rate']:.2e}"
+            self.progress.update(self.task, info=info)
+
+
+class PeakMemory:
+    """Samples this process's resident memory in a thread; CUDA peak from torch's allocator stats."""
+
+    def __init__(self, interval: float = 0.05):
+        import psutil
+
+        self._proc = psutil.Process(os.getpid())
+        self.interval = interval
+        self.peak_rss = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
+
+    def __enter__(self):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
+
+    def metrics(self) -> dict[str, float]:
+        import torch
+
+        out = {"peak_rss_mib": self.peak_rss / 2**20}
+        if torch.cuda.is_available():
+            out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        return out

@@ -1,0 +1,283 @@
+"""The one place a run is assembled and executed.
+
+Order matters for honesty: everything that can be wrong with the user's input (config, model,
+data, targets) is checked before the MLflow run exists, so a bad input never leaves a run behind;
+once the run exists it ends FINISHED only after the adapter and results are written, and FAILED
+(with the reason) on any error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from oneml.config import RunConfig
+from oneml.errors import OnemlError
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    mlflow_run_id: str
+    run_dir: Path
+    tracking_uri: str
+    metrics: dict[str, float]
+    data_stats: dict[str, Any] = field(default_factory=dict)
+    config: RunConfig | None = None
+
+
+def resolve_device(choice: str) -> str:
+    import torch
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise OnemlError("train.device: cuda requested but no CUDA device is available")
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
+
+
+def _prepare_root(root: str) -> Path:
+    path = Path(root).resolve()
+    try:
+        (path / "runs").mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise OnemlError(f"tracking.root: cannot write to {path}: {err.strerror or err}") from None
+    return path
+
+
+def _run_name(config: RunConfig) -> str:
+    model = Path(config.model.name).name if "/" in config.model.name else config.model.name
+    return config.tracking.run_name or f"{config.method.name}-{model}-{config.run_id}"
+
+
+def _trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> dict[str, Any]:
+    import torch
+
+    t = config.train
+    return dict(
+        output_dir=str(output_dir),
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=round(t.warmup_ratio * t.max_steps),
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        eval_strategy="no",  # our token-weighted evaluation runs instead (train/evaluation.py)
+        save_strategy="no",
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        gradient_checkpointing=t.gradient_checkpointing,
+        dataloader_num_workers=0,
+    )
+
+
+def _switches(config: RunConfig, dtype) -> dict[str, str]:
+    """Every speed switch, recorded so that comparisons between runs are honest."""
+    return {
+        "oneml.switch.dtype": str(dtype).replace("torch.", ""),
+        "oneml.switch.gradient_checkpointing": str(config.train.gradient_checkpointing).lower(),
+        "oneml.switch.packing": "false",
+        "oneml.switch.compile": "false",
+        "oneml.switch.kernels": "none",
+        "oneml.switch.chunked_lm_head": "true",
+    }
+
+
+def train(config: RunConfig, *, progress: bool = True, console=None) -> RunResult:
+    """Fine-tune ``config.model`` with ``config.method`` and record everything in MLflow."""
+    from rich.console import Console
+
+    from oneml.tracking import RunRecorder, resolve_tracking_uri
+
+    console = console or Console(stderr=True)
+    device = resolve_device(config.train.device)
+    root = _prepare_root(config.tracking.root)
+    uri = resolve_tracking_uri(config.tracking.uri, root)
+    recorder = RunRecorder(uri, root, config.tracking.experiment)
+
+    setup = _setup(config, device, console)
+    run_dir = root / "runs" / config.run_id
+    recorder.start(_run_name(config), tags=_tags(config, setup, device))
+    try:
+        return _execute(config, setup, recorder, run_dir, uri, progress, console)
+    except BaseException as err:  # KeyboardInterrupt too: the run must not stay RUNNING
+        reason = str(err).splitlines()[0][:500] if str(err) else type(err).__name__
+        recorder.fail(f"{type(err).__name__}: {reason}")
+        raise
+
+
+@dataclass
+class _Setup:
+    model: Any
+    tokenizer: Any
+    data: Any
+    dtype: Any
+    sizes: dict[str, float]
+
+
+def _setup(config: RunConfig, device: str, console) -> _Setup:
+    """Load, prepare and check everything; any user error surfaces here, before a run is recorded."""
+    from transformers import set_seed
+
+    from oneml.data import prepare_sft
+    from oneml.models import describe_model, load_model_and_tokenizer
+
+    set_seed(config.train.seed)
+    with console.status(f"loading {config.model.name}"):
+        model, tokenizer = load_model_and_tokenizer(config.model, device=device, seed=config.train.seed)
+    with console.status(f"preparing {config.data.dataset}"):
+        data = prepare_sft(config.data, tokenizer)
+    dtype = next(model.parameters()).dtype
+    if config.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    set_seed(config.train.seed)  # the adapter's random init must not depend on what loading consumed
+    model = config.method.apply(model)
+    return _Setup(model, tokenizer, data, dtype, describe_model(model))
+
+
+def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
+    from oneml.tracking.system import hardware, package_versions
+
+    tags = {"oneml.run_id": config.run_id, "oneml.method": config.method.name, "oneml.model": config.model.name}
+    tags |= {"oneml.objective": config.objective.name, "oneml.dataset": config.data.dataset}
+    tags |= {"oneml.seed": str(config.train.seed), "oneml.device": device}
+    tags |= {f"version.{k}": v for k, v in package_versions().items()}
+    tags |= {f"hardware.{k}": v for k, v in hardware().items()}
+    return tags | _switches(config, setup.dtype)
+
+
+def _execute(config, setup: _Setup, recorder, run_dir: Path, uri: str, progress: bool, console) -> RunResult:
+    from oneml.tracking.store import flatten
+    from oneml.train.callbacks import MlflowMetrics, PeakMemory, PeriodicEval, RichProgress, StepTimer
+    from oneml.train.evaluation import evaluate_tokens
+
+    recorder.log_params(flatten(config.to_dict()))
+    recorder.log_params({f"data.stats.{k}": str(v) for k, v in setup.data.stats.items()})
+    recorder.log_metrics(setup.sizes, step=0)
+    staging = run_dir.parent / f".{run_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+
+    timer = StepTimer()
+    callbacks: list[Any] = [MlflowMetrics(recorder), timer]
+    trainer = config.objective.build_trainer(
+        model=setup.model,
+        tokenizer=setup.tokenizer,
+        train_dataset=setup.data.train,
+        eval_dataset=setup.data.eval,
+        args=_trainer_args(config, resolve_device(config.train.device), setup.dtype, staging / "trainer"),
+        callbacks=callbacks,
+    )
+
+    def run_eval(step: int) -> dict[str, float]:
+        metrics = evaluate_tokens(trainer)
+        recorder.log_metrics(metrics, step=step)
+        return metrics
+
+    trainer.add_callback(PeriodicEval(config.train.eval_steps, run_eval))
+    metrics: dict[str, float] = {}
+    with _progress(progress, console) as bar:
+        if config.train.eval_before:
+            with console.status("evaluating before training"):
+                before = run_eval(0)
+            metrics |= {k.replace("eval_", "initial_eval_"): v for k, v in before.items()}
+        if bar is not None:
+            trainer.add_callback(RichProgress(bar, f"{config.method.name} on {config.model.name}"))
+        wall_start = time.perf_counter()
+        with PeakMemory() as memory:
+            trainer.train()
+        wall = time.perf_counter() - wall_start
+        with console.status("evaluating after training"):
+            metrics |= run_eval(trainer.state.global_step)
+
+    tokens = float(getattr(trainer, "_total_train_tokens", 0) or 0)
+    metrics |= setup.sizes | memory.metrics()
+    metrics |= {"train_seconds": timer.seconds, "train_wall_seconds": wall, "train_tokens": tokens}
+    metrics["tokens_per_second"] = tokens / timer.seconds if timer.seconds else 0.0
+    metrics["steps"] = float(trainer.state.global_step)
+    recorder.log_metrics(metrics, step=trainer.state.global_step)
+
+    _write_outputs(config, setup, trainer, staging, metrics)
+    if config.train.save_adapter:
+        recorder.log_artifacts(staging / "model", "model")
+    for name in ("config.yaml", "metrics.json", "data_stats.json"):
+        recorder.log_artifact(staging / name)
+    _publish(staging, run_dir)
+    recorder.set_tags({"oneml.run_dir": str(run_dir)})
+    recorder.finish()
+    return RunResult(config.run_id, recorder.run_id, run_dir, uri, metrics, setup.data.stats, config)
+
+
+def _write_outputs(config, setup: _Setup, trainer, staging: Path, metrics: dict[str, float]) -> None:
+    shutil.rmtree(staging / "trainer", ignore_errors=True)
+    (staging / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    (staging / "data_stats.json").write_text(json.dumps(setup.data.stats, indent=2, sort_keys=True))
+    if config.train.save_adapter:
+        trainer.model.save_pretrained(staging / "model", safe_serialization=True)
+        setup.tokenizer.save_pretrained(staging / "model")
+
+
+def _publish(staging: Path, run_dir: Path) -> None:
+    """Atomically replace the run directory with the staged one."""
+    old = run_dir.parent / f".{run_dir.name}.old-{os.getpid()}"
+    if run_dir.exists():
+        os.replace(run_dir, old)
+    os.replace(staging, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class _progress:
+    """A rich Progress while training (or nothing when progress is off)."""
+
+    def __init__(self, enabled: bool, console):
+        self.enabled, self.console, self.bar = enabled, console, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.bar.__enter__()
+        return self.bar
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)

@@ -1,0 +1,52 @@
+"""The table shown at the end of a run."""
+
+from __future__ import annotations
+
+from oneml.train.runner import RunResult
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def summary_table(result: RunResult):
+    from rich.table import Table
+
+    m = result.metrics
+    cfg = result.config
+    table = Table(title=f"run {result.run_id}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    if cfg is not None:
+        table.add_row("model / method", f"{cfg.model.name} / {cfg.method.name} ({cfg.objective.name})")
+        table.add_row(
+            "data",
+            f"{cfg.data.dataset}: {result.data_stats.get('train_rows')} train, "
+            f"{result.data_stats.get('eval_rows')} eval rows",
+        )
+    table.add_row(
+        "trainable params",
+        f"{m.get('trainable_params', 0):,.0f} of {m.get('total_params', 0):,.0f} "
+        f"({m.get('trainable_percent', 0):.3f}%)",
+    )
+    before = m.get("initial_eval_loss")
+    change = "" if before is None else f"  (before {before:.4f}, {m['eval_loss'] - before:+.4f})"
+    table.add_row("eval loss", f"{m['eval_loss']:.4f}{change}")
+    table.add_row(
+        "perplexity",
+        f"{m['eval_perplexity']:.3f}" + ("" if before is None else f"  (before {m['initial_eval_perplexity']:.3f})"),
+    )
+    table.add_row(
+        "token accuracy",
+        f"{m['eval_token_accuracy']:.4f}"
+        + ("" if before is None else f"  (before {m['initial_eval_token_accuracy']:.4f})"),
+    )
+    table.add_row("steps / time", f"{m['steps']:.0f} steps in {m['train_wall_seconds']:.1f} s")
+    table.add_row("tokens/s", f"{_fmt(m.get('tokens_per_second'), ',.0f')} (real tokens, no padding)")
+    memory = f"{m['peak_rss_mib']:,.0f} MiB RSS"
+    if "peak_cuda_mib" in m:
+        memory += f", {m['peak_cuda_mib']:,.0f} MiB CUDA"
+    table.add_row("peak memory", memory)
+    table.add_row("run directory", str(result.run_dir))
+    table.add_row("mlflow", f"{result.tracking_uri}  (run {result.mlflow_run_id})")
+    return table

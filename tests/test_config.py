@@ -1,0 +1,99 @@
+"""Config: defaults, YAML + dotted overrides, one-line errors naming the field, stable run ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from oneml import LoRAConfig, OnemlError, RunConfig
+from oneml.config import apply_overrides, load_run_config
+from oneml.methods import METHODS
+
+
+def test_seed_api_lora_config():
+    cfg = LoRAConfig(r=16, alpha=32, dropout=0.1, target_modules=["q_proj", "v_proj"])
+    peft_cfg = cfg.peft_config()
+    assert (peft_cfg.r, peft_cfg.lora_alpha, peft_cfg.lora_dropout) == (16, 32, 0.1)
+    assert set(peft_cfg.target_modules) == {"q_proj", "v_proj"}
+    assert RunConfig(method=cfg).method is cfg
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: {name: tiny-llama}\nmethod: {name: lora, r: 4}\ntrain: {max_steps: 7}\n")
+    cfg = load_run_config(path, ["method.alpha=8", "method.target_modules=[q_proj, k_proj]", "data.eval_size=3"])
+    assert cfg.model.name == "tiny-llama"
+    assert (cfg.method.r, cfg.method.alpha, cfg.method.target_modules) == (4, 8.0, ["q_proj", "k_proj"])
+    assert cfg.train.max_steps == 7 and cfg.data.eval_size == 3
+
+
+def test_override_on_missing_method_section_keeps_default_method():
+    cfg = load_run_config(None, ["method.r=8"])
+    assert cfg.method.name == "lora" and cfg.method.r == 8
+
+
+def test_method_by_name_string():
+    assert load_run_config(None, ["method=full"]).method.name == "full"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method.r=0"], "method.r: must be a positive integer, got 0"),
+        (["method.r=-3"], "method.r: must be a positive integer, got -3"),
+        (["method.rr=3"], "method.rr: unknown key (did you mean 'r'?)"),
+        (["method.name=lorra"], "method.name: unknown method 'lorra' (did you mean 'lora'?)"),
+        (["trian.max_steps=1"], "trian: unknown key (did you mean 'train'?)"),
+        (["train.max_steps=0"], "train.max_steps: must be a positive integer, got 0"),
+        (["data.format=xml"], "data.format: must be one of 'auto', 'alpaca'"),
+        (["data.eval_fraction=1.5"], "data.eval_fraction:"),
+        (["method.dropout=abc"], "method.dropout:"),
+        (["method.target_modules=[]"], "method.target_modules: must name at least one module"),
+        (["train.device=tpu"], "train.device: must be one of 'auto', 'cpu' or 'cuda'"),
+        (["oops"], "--set 'oops': expected key=value"),
+    ],
+)
+def test_errors_are_one_line_naming_the_field(overrides, message):
+    with pytest.raises(OnemlError) as info:
+        load_run_config(None, overrides)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_missing_and_malformed_yaml(tmp_path):
+    with pytest.raises(OnemlError, match="config file not found"):
+        load_run_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: {name: lora\ntrain: [\n")
+    with pytest.raises(OnemlError, match=r"bad.yaml: line \d+, column \d+: malformed YAML"):
+        load_run_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    with pytest.raises(OnemlError, match="top level must be a mapping"):
+        load_run_config(scalar)
+
+
+def test_run_id_is_a_hash_of_config_and_seed_not_tracking():
+    base = load_run_config(None, [])
+    assert base.run_id == load_run_config(None, []).run_id
+    assert base.run_id != load_run_config(None, ["train.seed=1"]).run_id
+    assert base.run_id != load_run_config(None, ["method.r=8"]).run_id
+    assert base.run_id == load_run_config(None, ["tracking.root=/tmp/elsewhere"]).run_id
+
+
+def test_overrides_do_not_mutate_input():
+    data = {"method": {"name": "lora", "r": 4}}
+    apply_overrides(data, ["method.r=8"])
+    assert data["method"]["r"] == 4
+
+
+def test_every_registered_method_has_defaults_and_description():
+    for entry in METHODS.entries():
+        assert entry.description
+        assert entry.value().name == entry.name
+
+
+def test_config_round_trips_through_dict():
+    cfg = load_run_config(None, ["method.r=4", "train.seed=3"])
+    again = RunConfig.model_validate(cfg.to_dict())
+    assert again == cfg and again.run_id == cfg.run_id
