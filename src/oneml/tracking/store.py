@@ -17,6 +17,14 @@ _SECRET = re.compile(r"(token|secret|password|passwd|api[_-]?key|credential)", r
 _PARAM_LIMIT = 6000  # MLflow's maximum param value length
 
 
+def quiet_mlflow() -> None:
+    """MLflow and alembic narrate database creation on stderr at INFO; users need warnings only."""
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def resolve_tracking_uri(uri: str | None, root: str | Path) -> str:
     """Explicit URI, else $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -49,6 +57,7 @@ class RunRecorder:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        quiet_mlflow()
         self.uri = uri
         root = Path(root).resolve()
         try:
@@ -120,6 +129,7 @@ def list_runs(uri: str, experiment: str | None = None, limit: int = 50) -> list[
     """Recent runs, newest first, as plain dicts for `oneml runs`."""
     from mlflow.tracking import MlflowClient
 
+    quiet_mlflow()
     client = MlflowClient(tracking_uri=uri)
     experiments = client.search_experiments()
     if experiment is not None:

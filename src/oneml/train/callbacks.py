@@ -10,7 +10,12 @@ from typing import Any
 from transformers import TrainerCallback
 
 # Trainer/TRL log names -> ours (the rest pass through unchanged)
-_RENAME = {"loss": "train_loss", "mean_token_accuracy": "train_token_accuracy", "entropy": "train_entropy"}
+_RENAME = {
+    "loss": "train_loss",
+    "train_loss": "train_loss_mean",  # the Trainer's whole-run average, logged once at the end
+    "mean_token_accuracy": "train_token_accuracy",
+    "entropy": "train_entropy",
+}
 _SKIP = {"epoch", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second"}
 
 

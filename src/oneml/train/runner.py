@@ -31,6 +31,9 @@ class RunResult:
     metrics: dict[str, float]
     data_stats: dict[str, Any] = field(default_factory=dict)
     config: RunConfig | None = None
+    model: Any = field(default=None, repr=False)
+    """The trained model (a peft model for adapter methods), ready for generation."""
+    tokenizer: Any = field(default=None, repr=False)
 
 
 def resolve_device(choice: str) -> str:
@@ -86,8 +89,10 @@ def _trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> di
         use_cpu=device == "cpu",
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
-        gradient_checkpointing=t.gradient_checkpointing,
         dataloader_num_workers=0,
+        # TRL turns checkpointing on by default (and bf16); both are set explicitly so our config decides.
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
     )
 
 
@@ -103,24 +108,42 @@ def _switches(config: RunConfig, dtype) -> dict[str, str]:
     }
 
 
+def quiet_libraries() -> None:
+    """Our progress display replaces the libraries' own bars and notices, which would interleave with it."""
+    import logging
+    import warnings
+
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    # bitsandbytes warns at import on CPU that an optional kernels package is missing; it falls back fine.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*will be removed in v6.*", category=FutureWarning)
+
+
 def train(config: RunConfig, *, progress: bool = True, console=None) -> RunResult:
     """Fine-tune ``config.model`` with ``config.method`` and record everything in MLflow."""
     from rich.console import Console
 
+    quiet_libraries()
     from oneml.tracking import RunRecorder, resolve_tracking_uri
 
     console = console or Console(stderr=True)
     device = resolve_device(config.train.device)
     root = _prepare_root(config.tracking.root)
+    setup = _setup(config, device, console)  # user errors surface here, before the store is touched
     uri = resolve_tracking_uri(config.tracking.uri, root)
     recorder = RunRecorder(uri, root, config.tracking.experiment)
-
-    setup = _setup(config, device, console)
     run_dir = root / "runs" / config.run_id
+    staging = run_dir.parent / f".{run_dir.name}.tmp-{os.getpid()}"
     recorder.start(_run_name(config), tags=_tags(config, setup, device))
     try:
-        return _execute(config, setup, recorder, run_dir, uri, progress, console)
+        return _execute(config, setup, recorder, run_dir, staging, uri, progress, console)
     except BaseException as err:  # KeyboardInterrupt too: the run must not stay RUNNING
+        shutil.rmtree(staging, ignore_errors=True)
         reason = str(err).splitlines()[0][:500] if str(err) else type(err).__name__
         recorder.fail(f"{type(err).__name__}: {reason}")
         raise
@@ -149,8 +172,7 @@ def _setup(config: RunConfig, device: str, console) -> _Setup:
         data = prepare_sft(config.data, tokenizer)
     dtype = next(model.parameters()).dtype
     if config.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        model.enable_input_require_grads()  # a frozen embedding would otherwise cut the graph under checkpointing
     set_seed(config.train.seed)  # the adapter's random init must not depend on what loading consumed
     model = config.method.apply(model)
     return _Setup(model, tokenizer, data, dtype, describe_model(model))
@@ -167,15 +189,15 @@ def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
     return tags | _switches(config, setup.dtype)
 
 
-def _execute(config, setup: _Setup, recorder, run_dir: Path, uri: str, progress: bool, console) -> RunResult:
+def _execute(config, setup: _Setup, recorder, run_dir: Path, staging: Path, uri, progress, console) -> RunResult:
     from oneml.tracking.store import flatten
     from oneml.train.callbacks import MlflowMetrics, PeakMemory, PeriodicEval, RichProgress, StepTimer
     from oneml.train.evaluation import evaluate_tokens
+    from transformers import PrinterCallback
 
     recorder.log_params(flatten(config.to_dict()))
     recorder.log_params({f"data.stats.{k}": str(v) for k, v in setup.data.stats.items()})
     recorder.log_metrics(setup.sizes, step=0)
-    staging = run_dir.parent / f".{run_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
 
@@ -196,6 +218,8 @@ def _execute(config, setup: _Setup, recorder, run_dir: Path, uri: str, progress:
         return metrics
 
     trainer.add_callback(PeriodicEval(config.train.eval_steps, run_eval))
+    # With tqdm off the Trainer prints raw log dicts to stdout; our progress bar and MLflow replace them.
+    trainer.remove_callback(PrinterCallback)
     metrics: dict[str, float] = {}
     with _progress(progress, console) as bar:
         if config.train.eval_before:
@@ -226,7 +250,9 @@ def _execute(config, setup: _Setup, recorder, run_dir: Path, uri: str, progress:
     _publish(staging, run_dir)
     recorder.set_tags({"oneml.run_dir": str(run_dir)})
     recorder.finish()
-    return RunResult(config.run_id, recorder.run_id, run_dir, uri, metrics, setup.data.stats, config)
+    return RunResult(
+        config.run_id, recorder.run_id, run_dir, uri, metrics, setup.data.stats, config, trainer.model, setup.tokenizer
+    )
 
 
 def _write_outputs(config, setup: _Setup, trainer, staging: Path, metrics: dict[str, float]) -> None:

@@ -1,0 +1,201 @@
+"""From a DataConfig to train/eval datasets ready for a trainer, with statistics about what was kept.
+
+    load rows -> convert (format) -> seeded shuffle (split_seed) -> max_samples -> hold out eval
+              -> tokenize with response labels (SFT) or render prompt/chosen/rejected (preference)
+
+The split depends on ``split_seed`` only, never on the run seed: every run of a study is scored on
+the same held-out rows, so their eval losses are comparable.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from oneml.data.formats import FORMATS, Converted, Message, PreferencePair, detect_format, to_conversations, to_pairs
+from oneml.data.sources import DATASETS, load_rows
+from oneml.data.templates import IGNORE_INDEX, render, resolve_chat_template, tokenize_conversation
+from oneml.errors import OnemlError
+
+if TYPE_CHECKING:
+    import datasets
+
+    from oneml.config import DataConfig
+
+
+@dataclass
+class PreparedData:
+    train: datasets.Dataset
+    eval: datasets.Dataset
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_format(cfg: DataConfig, rows: list[dict[str, Any]]) -> str:
+    """cfg.format, else the catalogue's format, else detected from the first row."""
+    if cfg.format != "auto":
+        FORMATS.get(cfg.format)  # an unknown name fails here with a did-you-mean
+        return cfg.format
+    if cfg.dataset in DATASETS:
+        return DATASETS.get(cfg.dataset).format
+    return detect_format(rows[0], cfg.dataset)
+
+
+def _load(cfg: DataConfig) -> tuple[list[dict[str, Any]], str]:
+    rows = load_rows(cfg)
+    if not rows:
+        raise OnemlError(f"data.dataset: {cfg.dataset} has no rows")
+    return rows, resolve_format(cfg, rows)
+
+
+def train_eval_split(items: list[Any], cfg: DataConfig) -> tuple[list[Any], list[Any]]:
+    """(train, eval): shuffled with cfg.split_seed, cut to cfg.max_samples, eval taken first."""
+    order = list(range(len(items)))
+    random.Random(cfg.split_seed).shuffle(order)
+    if cfg.max_samples is not None:
+        order = order[: cfg.max_samples]
+    n = len(order)
+    n_eval = cfg.eval_size if cfg.eval_size is not None else max(1, round(cfg.eval_fraction * n))
+    if n_eval >= n:
+        asked = f"data.eval_size={cfg.eval_size}" if cfg.eval_size is not None else f"{n_eval} eval row(s)"
+        raise OnemlError(
+            f"data.eval_size: holding out {asked} of {n} usable row(s) of {cfg.dataset} leaves none for "
+            "training; lower data.eval_size / data.eval_fraction or use more rows"
+        )
+    return [items[i] for i in order[n_eval:]], [items[i] for i in order[:n_eval]]
+
+
+def _converted_or_fail(converted: Converted, cfg: DataConfig, rows: int) -> list[Any]:
+    if not converted.items:
+        raise OnemlError(
+            f"data.dataset: none of the {rows} rows of {cfg.dataset} is usable "
+            f"({converted.skipped_empty} empty, {converted.skipped_identical} with chosen == rejected)"
+        )
+    return converted.items
+
+
+def with_system_prompt(conversation: list[Message], system_prompt: str | None) -> list[Message]:
+    if not system_prompt or any(m["role"] == "system" for m in conversation):
+        return conversation
+    return [{"role": "system", "content": system_prompt}, *conversation]
+
+
+def prepare_sft(cfg: DataConfig, tokenizer: Any) -> PreparedData:
+    """Train/eval datasets of input_ids + labels (lists of ints), and statistics."""
+    import datasets
+
+    rows, fmt = _load(cfg)
+    converted = to_conversations(rows, fmt, cfg.dataset)
+    conversations = [with_system_prompt(c, cfg.system_prompt) for c in _converted_or_fail(converted, cfg, len(rows))]
+    train_convs, eval_convs = train_eval_split(conversations, cfg)
+    template = resolve_chat_template(tokenizer, cfg)
+    counts = {"truncated": 0, "dropped_no_labels": 0}
+    parts = {}
+    for name, convs in (("train", train_convs), ("eval", eval_convs)):
+        examples = _tokenize_all(tokenizer, convs, cfg, template, counts)
+        if not examples:
+            raise OnemlError(
+                f"data.max_length: no {name} example of {cfg.dataset} keeps a response token within "
+                f"{cfg.max_length} tokens; raise data.max_length"
+            )
+        parts[name] = examples
+    stats = {
+        "dataset": cfg.dataset,
+        "format": fmt,
+        "rows": len(rows),
+        "train_rows": len(parts["train"]),
+        "eval_rows": len(parts["eval"]),
+        "skipped_empty": converted.skipped_empty,
+        **counts,
+        **_token_stats(parts["train"] + parts["eval"]),
+    }
+    train, eval_ = (
+        datasets.Dataset.from_dict(
+            {"input_ids": [e["input_ids"] for e in parts[k]], "labels": [e["labels"] for e in parts[k]]}
+        )
+        for k in ("train", "eval")
+    )
+    return PreparedData(train=train, eval=eval_, stats=stats)
+
+
+def _tokenize_all(
+    tokenizer: Any, conversations: list[list[Message]], cfg: DataConfig, template: str, counts: dict[str, int]
+) -> list[dict[str, Any]]:
+    examples = []
+    for conversation in conversations:
+        example = tokenize_conversation(tokenizer, conversation, cfg.max_length, cfg.loss_on, chat_template=template)
+        if example is None:
+            counts["dropped_no_labels"] += 1
+            continue
+        counts["truncated"] += example["truncated"]
+        examples.append(example)
+    return examples
+
+
+def _token_stats(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    lengths = [len(e["input_ids"]) for e in examples]
+    labelled = sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples)
+    return {
+        "mean_tokens": round(sum(lengths) / len(lengths), 1),
+        "max_tokens": max(lengths),
+        "response_token_share": round(labelled / sum(lengths), 4),
+    }
+
+
+def prepare_preference(cfg: DataConfig, tokenizer: Any) -> PreparedData:
+    """Train/eval datasets of prompt/chosen/rejected strings, for DPO-style trainers.
+
+    prompt = the prompt conversation rendered with the chat template and its generation prompt;
+    chosen/rejected = the answer text followed by the template's end-of-turn (e.g. ``<|im_end|>``).
+    """
+    import datasets
+
+    rows, fmt = _load(cfg)
+    if FORMATS.get(fmt).to_pair is None:
+        pref = [e.name for e in DATASETS.entries() if FORMATS.get(e.value.format).to_pair is not None]
+        raise OnemlError(
+            f"data.dataset: {cfg.dataset!r} has no preference pairs (chosen/rejected); use a preference "
+            f"dataset ({', '.join(pref)}, or a file with chosen/rejected fields) or the sft objective"
+        )
+    converted = to_pairs(rows, fmt, cfg.dataset)
+    pairs = _converted_or_fail(converted, cfg, len(rows))
+    train_pairs, eval_pairs = train_eval_split(pairs, cfg)
+    template = resolve_chat_template(tokenizer, cfg)
+    train, eval_ = (
+        datasets.Dataset.from_list([_render_pair(tokenizer, p, template, cfg.system_prompt) for p in part])
+        for part in (train_pairs, eval_pairs)
+    )
+    stats = {
+        "dataset": cfg.dataset,
+        "format": fmt,
+        "rows": len(rows),
+        "train_rows": len(train),
+        "eval_rows": len(eval_),
+        "skipped_empty": converted.skipped_empty,
+        "skipped_identical": converted.skipped_identical,
+    }
+    return PreparedData(train=train, eval=eval_, stats=stats)
+
+
+def _render_pair(tokenizer: Any, pair: PreferencePair, template: str, system_prompt: str | None) -> dict[str, str]:
+    prompt_messages = with_system_prompt(pair.prompt, system_prompt)
+    prompt = render(tokenizer, prompt_messages, template, add_generation_prompt=True)
+    return {
+        "prompt": prompt,
+        "chosen": _completion(tokenizer, prompt_messages, prompt, pair.chosen, template),
+        "rejected": _completion(tokenizer, prompt_messages, prompt, pair.rejected, template),
+    }
+
+
+def _completion(tokenizer: Any, prompt_messages: list[Message], prompt: str, answer: str, template: str) -> str:
+    """The answer plus what the template writes after it up to the end-of-turn (layout whitespace dropped)."""
+    full = render(tokenizer, [*prompt_messages, {"role": "assistant", "content": answer}], template)
+    if not full.startswith(prompt):
+        raise OnemlError(
+            "data.chat_template: the rendered prompt is not a prefix of the rendered conversation, so the "
+            "answer cannot be cut out; set data.chat_template: chatml"
+        )
+    completion = full[len(prompt) :]
+    if completion.startswith(answer):
+        return answer + completion[len(answer) :].rstrip()
+    return completion.rstrip()

@@ -1,0 +1,105 @@
+"""The `oneml` command end to end: listings, a tiny training run, runs listing, and error exits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from oneml.cli import main
+from oneml.data import DATASETS
+from oneml.methods import METHODS
+from oneml.models import MODELS
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "command, registry", [("models", MODELS), ("datasets", DATASETS), ("methods", METHODS)]
+)
+def test_listings_show_every_registered_name(capsys, command, registry, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_cli(capsys, command)
+    assert code == 0
+    for name in registry.names():
+        assert name in out
+
+
+def test_keys_lists_fields_with_docs(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, _ = run_cli(capsys, "keys", "method")
+    assert code == 0
+    assert "method[lora].target_modules" in out and "all-linear" in out
+    assert run_cli(capsys, "keys", "nosuch")[0] == 2
+
+
+def test_print_config(capsys):
+    code, out, _ = run_cli(capsys, "train", "--set", "method.r=8", "--print-config")
+    assert code == 0
+    assert "r: 8" in out and "# run id:" in out
+
+
+def test_train_then_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "model: {name: tiny-qwen2}\n"
+        "method: {name: lora, r: 4, target_modules: all-linear}\n"
+        "data: {dataset: alpaca-demo, max_samples: 40, eval_size: 8, max_length: 96}\n"
+        f"train: {{max_steps: 3, batch_size: 4, logging_steps: 1}}\ntracking: {{root: {tmp_path / 'runs'}}}\n"
+    )
+    code, out, err = run_cli(capsys, "train", str(config), "--quiet")
+    assert code == 0, err
+    assert "eval loss" in out and "tokens/s" in out
+    code, out, _ = run_cli(capsys, "runs", "--root", str(tmp_path / "runs"))
+    assert code == 0
+    assert "FINISHED" in out and "tiny-qwen2" in out and "1 run(s)" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--set", "method.r=0"], "method.r: must be a positive integer, got 0"),
+        (["train", "missing.yaml"], "missing.yaml: config file not found"),
+        (["train", "--set", "model.name=tiny-lama"], "did you mean 'tiny-llama'?"),
+        (["train", "--set", "data.dataset=alpaca-dem"], "did you mean 'alpaca-demo'?"),
+        (["train", "--set", "data.dataset=/no/such/file.jsonl"], "file not found: /no/such/file.jsonl"),
+        (["runs", "--root", "/no/such/dir"], "no runs recorded"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *argv, *(["--set", f"tracking.root={tmp_path}"] if argv[0] == "train" else []))
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_target_modules_matching_nothing_lists_linear_layers(capsys, tmp_path):
+    code, _, err = run_cli(
+        capsys, "train", "--set", "model.name=tiny-llama", "--set", "method.target_modules=[attn]",
+        "--set", f"tracking.root={tmp_path}",
+    )
+    assert code == 2
+    assert "method.target_modules: attn match no linear layer" in err and "q_proj" in err and "down_proj" in err
+    assert not list((tmp_path / "runs").iterdir())
+
+
+def test_entry_point_exit_code_and_no_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "oneml", "train", "--set", "method.rr=8"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert "method.rr: unknown key (did you mean 'r'?)" in proc.stderr
+    assert "Traceback" not in proc.stderr
