@@ -23,9 +23,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize(
-    "command, registry", [("models", MODELS), ("datasets", DATASETS), ("methods", METHODS)]
-)
+@pytest.mark.parametrize("command, registry", [("models", MODELS), ("datasets", DATASETS), ("methods", METHODS)])
 def test_listings_show_every_registered_name(capsys, command, registry, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = run_cli(capsys, command)
@@ -88,8 +86,14 @@ def test_bad_input_exits_2_with_one_line(capsys, tmp_path, monkeypatch, argv, me
 
 def test_target_modules_matching_nothing_lists_linear_layers(capsys, tmp_path):
     code, _, err = run_cli(
-        capsys, "train", "--set", "model.name=tiny-llama", "--set", "method.target_modules=[attn]",
-        "--set", f"tracking.root={tmp_path}",
+        capsys,
+        "train",
+        "--set",
+        "model.name=tiny-llama",
+        "--set",
+        "method.target_modules=[attn]",
+        "--set",
+        f"tracking.root={tmp_path}",
     )
     assert code == 2
     assert "method.target_modules: attn match no linear layer" in err and "q_proj" in err and "down_proj" in err

@@ -96,6 +96,10 @@ class TrainConfig(Section):
     """auto = CUDA when present, else CPU."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
+    loss_threshold: float | None = Field(default=None, gt=0)
+    """Record the first step whose training loss is at or below this (fast-convergence metric)."""
+    diagnostics_every: int = Field(default=10, gt=0)
+    """Interval in steps for per-layer diagnostics (condition numbers, DoRA magnitudes, AdaLoRA ranks)."""
     save_adapter: bool = True
     """Save the trained adapter (or full model) under the run directory and as an MLflow artifact."""
 

@@ -110,7 +110,9 @@ def test_mlflow_record(run):
     artifacts = {a.path for a in client.list_artifacts(result.mlflow_run_id, "model")}
     assert "model/adapter_model.safetensors" in artifacts
     root = Path(cfg.tracking.root)
-    assert Path(client.get_experiment(record.info.experiment_id).artifact_location.removeprefix("file://")).is_relative_to(root)
+    assert Path(
+        client.get_experiment(record.info.experiment_id).artifact_location.removeprefix("file://")
+    ).is_relative_to(root)
 
 
 def test_error_before_run_records_nothing(tmp_path):

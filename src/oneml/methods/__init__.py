@@ -1,11 +1,22 @@
-"""The fine-tuning methods: one file each, all behind `MethodConfig.apply(model)`.
+"""The fine-tuning methods: one file each, all behind the `MethodConfig` interface.
 
-`methods/` never imports `objectives/`: a method changes which weights train, not what they learn.
+A method decides which weights train and how they are initialised, saved, loaded and merged; it may
+add optimizer parameter groups (LoRA+) and callbacks (AdaLoRA's rank allocation, SORSA's
+regulariser step, per-method diagnostics). `methods/` never imports `objectives/`: a method changes
+which weights train, not what they learn.
+
+Every module in this package registers its method(s) on its last line; `_discover()` imports them
+all, so adding a file is all it takes to add a method (and it joins every list and test matrix).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from oneml.registry import Registry
 from oneml.schema import Section
@@ -14,19 +25,78 @@ if TYPE_CHECKING:
     import torch
 
 
+def _no_log(metrics: dict[str, float], step: int) -> None:
+    return None
+
+
+def _no_artifact(name: str, payload: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may need to know about the run it is part of."""
+
+    max_steps: int = 100
+    learning_rate: float = 2e-4
+    seed: int = 0
+    device: str = "cpu"
+    gradient_checkpointing: bool = False
+    diagnostics_every: int = 10
+    """Interval (optimizer steps) for per-layer diagnostics such as kappa(BA) or DoRA magnitudes."""
+    log_metrics: Callable[[dict[str, float], int], None] = field(default=_no_log)
+    """Record metrics at a step (the run's MLflow record)."""
+    log_json: Callable[[str, Any], None] = field(default=_no_artifact)
+    """Record a JSON artifact (e.g. a layer x step matrix) under the given file name."""
+
+
 class MethodConfig(Section):
     """Base of every method config; ``name`` selects it in YAML (``method: {name: lora}``)."""
 
     name: str
     is_adapter: ClassVar[bool] = True
-    """True when the result is a small adapter saved apart from the base (peft); False for full weights."""
+    """True when the result is a small adapter saved apart from the base; False for full weights."""
+    mergeable: ClassVar[bool] = True
+    """True when the trained weights can be folded into the base (same architecture, same logits)."""
 
-    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+    def check(self, ctx: MethodContext) -> None:
+        """Refuse incompatible run settings with an OnemlError, before anything is loaded."""
+
+    def apply(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
         """Return the model prepared for training: trainable weights unfrozen, the rest frozen."""
         raise NotImplementedError
+
+    def optimizer_groups(self, model: torch.nn.Module, learning_rate: float) -> list[dict[str, Any]] | None:
+        """Parameter groups for AdamW, or None for one group of every trainable parameter."""
+        return None
+
+    def callbacks(self, model: torch.nn.Module, ctx: MethodContext) -> list[Any]:
+        """Trainer callbacks the method needs (allocation steps, regularisers, diagnostics)."""
+        return []
+
+    def save(self, model: torch.nn.Module, path: Path) -> None:
+        """Write the trained weights (adapter only for adapter methods) as safetensors."""
+        model.save_pretrained(path, safe_serialization=True)
+
+    def load(self, base: torch.nn.Module, path: Path) -> torch.nn.Module:
+        """Attach what `save` wrote to a freshly loaded base model."""
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, path)
+
+    def merge(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Fold the adapter into the base and return a plain transformers model."""
+        return model.merge_and_unload()
 
 
 METHODS: Registry[type[MethodConfig]] = Registry("method")
 
-# Importing a method module registers it (its last line).
-from oneml.methods import full, lora  # noqa: E402,F401
+
+def _discover() -> None:
+    skip = {"targets", "diagnostics"}  # helpers, not methods
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not info.name.startswith("_") and info.name not in skip:
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_discover()

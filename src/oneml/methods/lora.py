@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from pydantic import Field, PositiveInt, field_validator
 
-from oneml.methods import METHODS, MethodConfig
+from oneml.methods import METHODS, MethodConfig, MethodContext
 from oneml.methods.targets import check_targets
 
 
@@ -59,11 +59,11 @@ class LoRAConfig(MethodConfig):
             task_type="CAUSAL_LM",
         )
 
-    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
-        return apply(model, self)
+    def apply(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
+        return apply(model, self, ctx)
 
 
-def apply(model: torch.nn.Module, cfg: LoRAConfig) -> torch.nn.Module:
+def apply(model: torch.nn.Module, cfg: LoRAConfig, ctx: MethodContext) -> torch.nn.Module:
     from peft import get_peft_model
 
     check_targets(model, cfg.target_modules)

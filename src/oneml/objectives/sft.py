@@ -16,7 +16,9 @@ from oneml.objectives import OBJECTIVES, ObjectiveConfig
 class SFTObjective(ObjectiveConfig):
     name: Literal["sft"] = "sft"
 
-    def build_trainer(self, *, model, tokenizer, train_dataset, eval_dataset, args: dict[str, Any], callbacks):
+    def build_trainer(
+        self, *, model, tokenizer, train_dataset, eval_dataset, args: dict[str, Any], callbacks, optimizers=(None, None)
+    ):
         from trl import SFTConfig, SFTTrainer
 
         sft_args = SFTConfig(
@@ -32,6 +34,7 @@ class SFTObjective(ObjectiveConfig):
             eval_dataset=eval_dataset,
             processing_class=tokenizer,
             callbacks=callbacks,
+            optimizers=optimizers,
         )
 
 

@@ -124,8 +124,11 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*will be removed in v6.*", category=FutureWarning)
 
 
-def train(config: RunConfig, *, progress: bool = True, console=None) -> RunResult:
-    """Fine-tune ``config.model`` with ``config.method`` and record everything in MLflow."""
+def train(config: RunConfig, *, progress: bool = True, console=None, callbacks: list[Any] | None = None) -> RunResult:
+    """Fine-tune ``config.model`` with ``config.method`` and record everything in MLflow.
+
+    ``callbacks``: extra transformers ``TrainerCallback`` objects (your own logging, early stopping...).
+    """
     from rich.console import Console
 
     quiet_libraries()
@@ -141,12 +144,39 @@ def train(config: RunConfig, *, progress: bool = True, console=None) -> RunResul
     staging = run_dir.parent / f".{run_dir.name}.tmp-{os.getpid()}"
     recorder.start(_run_name(config), tags=_tags(config, setup, device))
     try:
-        return _execute(config, setup, recorder, run_dir, staging, uri, progress, console)
+        return _execute(config, setup, recorder, run_dir, staging, uri, progress, console, callbacks or [])
     except BaseException as err:  # KeyboardInterrupt too: the run must not stay RUNNING
         shutil.rmtree(staging, ignore_errors=True)
         reason = str(err).splitlines()[0][:500] if str(err) else type(err).__name__
         recorder.fail(f"{type(err).__name__}: {reason}")
         raise
+
+
+class _Sink:
+    """Where methods' diagnostics go. The method is applied before the MLflow run exists (so that a bad
+    input records nothing), hence metrics are buffered until the recorder is attached."""
+
+    def __init__(self):
+        self.recorder: Any = None
+        self.folder: Path | None = None
+        self._pending: list[tuple[dict[str, float], int]] = []
+
+    def attach(self, recorder, folder: Path) -> None:
+        self.recorder, self.folder = recorder, folder
+        for metrics, step in self._pending:
+            recorder.log_metrics(metrics, step)
+        self._pending.clear()
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.recorder is None:
+            self._pending.append((metrics, step))
+        else:
+            self.recorder.log_metrics(metrics, step)
+
+    def log_json(self, name: str, payload: Any) -> None:
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / name).write_text(json.dumps(payload))
 
 
 @dataclass
@@ -156,6 +186,8 @@ class _Setup:
     data: Any
     dtype: Any
     sizes: dict[str, float]
+    ctx: Any
+    sink: _Sink
 
 
 def _setup(config: RunConfig, device: str, console) -> _Setup:
@@ -163,8 +195,22 @@ def _setup(config: RunConfig, device: str, console) -> _Setup:
     from transformers import set_seed
 
     from oneml.data import prepare_sft
+    from oneml.methods import MethodContext
     from oneml.models import describe_model, load_model_and_tokenizer
 
+    sink = _Sink()
+    t = config.train
+    ctx = MethodContext(
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        seed=t.seed,
+        device=device,
+        gradient_checkpointing=t.gradient_checkpointing,
+        diagnostics_every=t.diagnostics_every,
+        log_metrics=sink.log_metrics,
+        log_json=sink.log_json,
+    )
+    config.method.check(ctx)
     set_seed(config.train.seed)
     with console.status(f"loading {config.model.name}"):
         model, tokenizer = load_model_and_tokenizer(config.model, device=device, seed=config.train.seed)
@@ -174,8 +220,8 @@ def _setup(config: RunConfig, device: str, console) -> _Setup:
     if config.train.gradient_checkpointing:
         model.enable_input_require_grads()  # a frozen embedding would otherwise cut the graph under checkpointing
     set_seed(config.train.seed)  # the adapter's random init must not depend on what loading consumed
-    model = config.method.apply(model)
-    return _Setup(model, tokenizer, data, dtype, describe_model(model))
+    model = config.method.apply(model, ctx)
+    return _Setup(model, tokenizer, data, dtype, describe_model(model), ctx, sink)
 
 
 def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
@@ -189,20 +235,32 @@ def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
     return tags | _switches(config, setup.dtype)
 
 
-def _execute(config, setup: _Setup, recorder, run_dir: Path, staging: Path, uri, progress, console) -> RunResult:
+def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progress, console, extra) -> RunResult:
+    from transformers import PrinterCallback
+
     from oneml.tracking.store import flatten
     from oneml.train.callbacks import MlflowMetrics, PeakMemory, PeriodicEval, RichProgress, StepTimer
+    from oneml.train.diagnostics import EarlyLogging, StepsToThreshold
     from oneml.train.evaluation import evaluate_tokens
-    from transformers import PrinterCallback
 
     recorder.log_params(flatten(config.to_dict()))
     recorder.log_params({f"data.stats.{k}": str(v) for k, v in setup.data.stats.items()})
     recorder.log_metrics(setup.sizes, step=0)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    setup.sink.attach(recorder, staging / "diagnostics")
 
     timer = StepTimer()
-    callbacks: list[Any] = [MlflowMetrics(recorder), timer]
+    callbacks: list[Any] = [MlflowMetrics(recorder), timer, EarlyLogging()]
+    if config.train.loss_threshold is not None:
+        callbacks.append(StepsToThreshold(config.train.loss_threshold, recorder.log_metrics))
+    callbacks += config.method.callbacks(setup.model, setup.ctx) + list(extra)
+    groups = config.method.optimizer_groups(setup.model, config.train.learning_rate)
+    optimizer = None
+    if groups is not None:
+        import torch
+
+        optimizer = torch.optim.AdamW(groups, lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
     trainer = config.objective.build_trainer(
         model=setup.model,
         tokenizer=setup.tokenizer,
@@ -210,6 +268,7 @@ def _execute(config, setup: _Setup, recorder, run_dir: Path, staging: Path, uri,
         eval_dataset=setup.data.eval,
         args=_trainer_args(config, resolve_device(config.train.device), setup.dtype, staging / "trainer"),
         callbacks=callbacks,
+        optimizers=(optimizer, None),
     )
 
     def run_eval(step: int) -> dict[str, float]:
@@ -245,6 +304,8 @@ def _execute(config, setup: _Setup, recorder, run_dir: Path, staging: Path, uri,
     _write_outputs(config, setup, trainer, staging, metrics)
     if config.train.save_adapter:
         recorder.log_artifacts(staging / "model", "model")
+    if (staging / "diagnostics").is_dir():
+        recorder.log_artifacts(staging / "diagnostics", "diagnostics")
     for name in ("config.yaml", "metrics.json", "data_stats.json"):
         recorder.log_artifact(staging / name)
     _publish(staging, run_dir)
@@ -261,7 +322,7 @@ def _write_outputs(config, setup: _Setup, trainer, staging: Path, metrics: dict[
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (staging / "data_stats.json").write_text(json.dumps(setup.data.stats, indent=2, sort_keys=True))
     if config.train.save_adapter:
-        trainer.model.save_pretrained(staging / "model", safe_serialization=True)
+        config.method.save(trainer.model, staging / "model")
         setup.tokenizer.save_pretrained(staging / "model")
 
 

@@ -1,0 +1,36 @@
+"""Diagnostics every run records, whatever the method.
+
+- Gradient norm: the Trainer reports it whenever it logs; we make it log every 10 steps for the first
+  100 steps (where methods differ most), then at the logging interval.
+- Steps to a loss threshold: the first logged step whose training loss is at or below
+  `train.loss_threshold` (the "fast convergence" metric of the decision guide).
+"""
+
+from __future__ import annotations
+
+from transformers import TrainerCallback
+
+EARLY_STEPS = 100
+EARLY_EVERY = 10
+
+
+class EarlyLogging(TrainerCallback):
+    """Forces a log record (loss, grad_norm, lr) every 10 steps during the first 100."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step <= EARLY_STEPS and state.global_step % EARLY_EVERY == 0:
+            control.should_log = True
+        return control
+
+
+class StepsToThreshold(TrainerCallback):
+    def __init__(self, threshold: float, log_metrics):
+        self.threshold = threshold
+        self.log_metrics = log_metrics
+        self.step: int | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if self.step is None and loss is not None and loss <= self.threshold:
+            self.step = state.global_step
+            self.log_metrics({"steps_to_threshold": float(self.step)}, state.global_step)
