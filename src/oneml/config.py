@@ -113,6 +113,8 @@ class TrackingConfig(Section):
     """MLflow experiment name."""
     run_name: str | None = None
     """MLflow run name (default: <method>-<model>-<run id>)."""
+    tags: dict[str, str] = Field(default_factory=dict)
+    """Extra MLflow tags for the run (studies set oneml.study, oneml.track, ...)."""
 
 
 class RunConfig(Section):
@@ -141,6 +143,14 @@ class RunConfig(Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", serialize_as_any=True)
+
+    @property
+    def config_id(self) -> str:
+        """hash(resolved config without the seed): the runs of one configuration across seeds share it."""
+        payload = {k: v for k, v in self.to_dict().items() if k != "tracking"}
+        payload["train"] = {k: v for k, v in payload["train"].items() if k != "seed"}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     @property
     def run_id(self) -> str:

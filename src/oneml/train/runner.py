@@ -227,12 +227,13 @@ def _setup(config: RunConfig, device: str, console) -> _Setup:
 def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
     from oneml.tracking.system import hardware, package_versions
 
-    tags = {"oneml.run_id": config.run_id, "oneml.method": config.method.name, "oneml.model": config.model.name}
+    tags = {"oneml.run_id": config.run_id, "oneml.config_id": config.config_id}
+    tags |= {"oneml.method": config.method.name, "oneml.model": config.model.name}
     tags |= {"oneml.objective": config.objective.name, "oneml.dataset": config.data.dataset}
     tags |= {"oneml.seed": str(config.train.seed), "oneml.device": device}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
     tags |= {f"hardware.{k}": v for k, v in hardware().items()}
-    return tags | _switches(config, setup.dtype)
+    return tags | _switches(config, setup.dtype) | dict(config.tracking.tags)
 
 
 def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progress, console, extra) -> RunResult:
