@@ -4,31 +4,65 @@ from oneml import LoRAConfig, RunConfig, train
 result = train(RunConfig(method=LoRAConfig(r=16, alpha=32, dropout=0.1, target_modules=["q_proj", "v_proj"])))
 """
 
+import importlib as _importlib
 import logging as _logging
+import sys as _sys
+import types as _types
+from typing import TYPE_CHECKING
 
 # bitsandbytes warns at import on CPU that an optional kernels package is missing; it falls back fine.
 _logging.getLogger("bitsandbytes").setLevel(_logging.ERROR)
 
-from oneml.config import DataConfig, ModelConfig, RunConfig, TrackingConfig, TrainConfig, load_run_config  # noqa: E402
-from oneml.errors import OnemlError  # noqa: E402
-from oneml.methods.full import FullConfig  # noqa: E402
-from oneml.methods.lora import LoRAConfig  # noqa: E402
-from oneml.objectives.sft import SFTObjective  # noqa: E402
-from oneml.train import RunResult, train  # noqa: E402
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "DataConfig",
-    "FullConfig",
-    "LoRAConfig",
-    "ModelConfig",
-    "OnemlError",
-    "RunConfig",
-    "RunResult",
-    "SFTObjective",
-    "TrackingConfig",
-    "TrainConfig",
-    "load_run_config",
-    "train",
-]
+# Public name -> defining module, imported on first use: the config pulls in every method and so torch
+# (~5 s), which the torch-free parts (analysis/, `oneml report`, `oneml runs`) must not pay for.
+_EXPORTS = {
+    "DataConfig": "oneml.config",
+    "FullConfig": "oneml.methods.full",
+    "LoRAConfig": "oneml.methods.lora",
+    "ModelConfig": "oneml.config",
+    "OnemlError": "oneml.errors",
+    "RunConfig": "oneml.config",
+    "RunResult": "oneml.train",
+    "SFTObjective": "oneml.objectives.sft",
+    "TrackingConfig": "oneml.config",
+    "TrainConfig": "oneml.config",
+    "load_run_config": "oneml.config",
+    "train": "oneml.train",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # the same names for type checkers and linters (redundant aliases mark re-exports)
+    from oneml.config import DataConfig as DataConfig
+    from oneml.config import ModelConfig as ModelConfig
+    from oneml.config import RunConfig as RunConfig
+    from oneml.config import TrackingConfig as TrackingConfig
+    from oneml.config import TrainConfig as TrainConfig
+    from oneml.config import load_run_config as load_run_config
+    from oneml.errors import OnemlError as OnemlError
+    from oneml.methods.full import FullConfig as FullConfig
+    from oneml.methods.lora import LoRAConfig as LoRAConfig
+    from oneml.objectives.sft import SFTObjective as SFTObjective
+    from oneml.train import RunResult as RunResult
+    from oneml.train import train as train
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'oneml' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+class _Package(_types.ModuleType):
+    def __setattr__(self, name: str, value) -> None:
+        # Importing the subpackage `oneml.train` binds it on this package, which would hide the function
+        # `oneml.train`; the import system sets it after the subpackage ran, so its function is there to take.
+        if isinstance(value, _types.ModuleType) and name in _EXPORTS:
+            value = getattr(value, name, value)
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package

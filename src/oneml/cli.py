@@ -153,6 +153,82 @@ def _num(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _priorities() -> str:
+    from oneml.analysis.decision import PRIORITIES
+
+    return ", ".join(PRIORITIES.names())
+
+
+def _analysis_options(metric: str, alpha: float, tolerance: float, weights: str | None, bootstrap: bool):
+    from oneml.analysis import DecisionOptions, parse_weights
+
+    interval = "bootstrap" if bootstrap else "t"
+    return DecisionOptions(metric, alpha, 0.95, tolerance, interval, parse_weights(weights))
+
+
+METRIC_HELP = "Quality metric the decisions start from: eval_loss, eval_token_accuracy, bench/<name>, ..."
+WEIGHTS_HELP = "Starting-point weights: quality=2,memory=1,... or a YAML file (criteria: quality, stability, "
+WEIGHTS_HELP += "simplicity, convergence, memory, speed, preference)."
+
+
+@app.command("report")
+def report_cmd(
+    studies: list[str] = typer.Argument(None, help="Study name(s); two or more are put side by side."),
+    compare: list[str] = typer.Option([], "--compare", help="Another study to put side by side (repeatable)."),
+    experiment: list[str] = typer.Option([], "--experiment", help="Runs of this MLflow experiment (repeatable)."),
+    root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
+    out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default: <root>/reports/<study>)."),
+    metric: str = typer.Option("eval_loss", "--metric", help=METRIC_HELP),
+    alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.5, help="Significance level (Holm-corrected)."),
+    tolerance: float = typer.Option(0.02, "--tolerance", min=0, max=1, help="Relative quality tolerance."),
+    weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    bootstrap: bool = typer.Option(False, "--bootstrap", help="Bootstrap confidence intervals instead of t."),
+):
+    """Write the decision report (HTML, Markdown, CSV) of one or more studies from their tracked results."""
+    from oneml.analysis import default_out, write_report
+    from oneml.analysis.results import load_many
+    from oneml.tracking import resolve_tracking_uri
+
+    options = _analysis_options(metric, alpha, tolerance, weights, bootstrap)
+    results = load_many(list(studies or []) + list(compare), list(experiment), resolve_tracking_uri(tracking_uri, root))
+    folder = out_dir or default_out(root, [s.name for s in results])
+    files = write_report(results, folder, options)
+    out.print(f"report: {files['report.html'].resolve()}", markup=False, highlight=False)
+    out.print(f"also: {', '.join(n for n in files if n != 'report.html')} and figures/ in {folder}", markup=False)
+
+
+@app.command("recommend")
+def recommend_cmd(
+    study: str | None = typer.Argument(None, help="Study name."),
+    priority: str = typer.Option("start", "--priority", "-p", help=f"One of: {_priorities()}."),
+    experiment: str | None = typer.Option(None, "--experiment", help="Runs of this MLflow experiment instead."),
+    root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
+    metric: str = typer.Option("eval_loss", "--metric", help=METRIC_HELP),
+    alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.5, help="Significance level (Holm-corrected)."),
+    tolerance: float = typer.Option(0.02, "--tolerance", min=0, max=1, help="Relative quality tolerance."),
+    weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+):
+    """Print the recommended configuration for one priority, and why."""
+    from rich.panel import Panel
+
+    from oneml.analysis import PRIORITIES, analyse_study, recommend
+    from oneml.analysis.results import load_many
+    from oneml.tracking import resolve_tracking_uri
+
+    PRIORITIES.entry(priority)  # an unknown priority fails before the store is read
+    options = _analysis_options(metric, alpha, tolerance, weights, False)
+    uri = resolve_tracking_uri(tracking_uri, root)
+    results = load_many([study] if study else [], [experiment] if experiment else [], uri)[0]
+    for a in analyse_study(results, options):
+        r = recommend(a, priority)
+        body = f"[bold]{escape(r.choice or 'no recommendation')}[/]\n{escape(r.numbers)}\n\n"
+        body += f"[dim]why:[/] {escape(r.evidence)}\n[dim]rule:[/] {escape(r.rule)}"
+        title = f"{r.title} · {results.name} · {' · '.join(a.group)}"
+        out.print(Panel(body, title=escape(title), title_align="left", expand=False))
+
+
 @app.command("ui")
 def ui_cmd(
     root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),

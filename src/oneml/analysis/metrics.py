@@ -1,0 +1,64 @@
+"""The metrics the analysis knows: their direction (is higher better?) and how to show them.
+
+A name is written down once, here; tables, statistics, decisions and figures look it up. Downstream
+benchmarks (`bench/<name>`) are scores, higher is better, and are recognised by their prefix.
+Two metrics are derived at load time (see `results.py`): `peak_memory_mib` (the CUDA peak when the run
+had a GPU, else the resident-set peak) and `train_loss_auc` (the mean training loss over the run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    """The MLflow metric name (or a derived one)."""
+    label: str
+    higher_is_better: bool
+    fmt: str = ".4f"
+    """Format spec for one value."""
+    cost: bool = False
+    """What a result costs (size, memory, time) rather than how good it is: shown in its own table."""
+
+    def better(self, a: float, b: float) -> bool:
+        """True when ``a`` is strictly better than ``b``."""
+        return a > b if self.higher_is_better else a < b
+
+    def show(self, value: float | None) -> str:
+        if value is None or value != value:  # NaN
+            return "-"
+        return format(value, self.fmt)
+
+
+_TABLE = (
+    Metric("eval_loss", "eval loss", False),
+    Metric("eval_perplexity", "perplexity", False, ".3f"),
+    Metric("eval_token_accuracy", "token accuracy", True),
+    Metric("eval_preference_accuracy", "preference accuracy", True),
+    Metric("eval_reward_margin", "reward margin", True),
+    Metric("trainable_params", "trainable params", False, ",.0f", cost=True),
+    Metric("trainable_percent", "trainable %", False, ".3f", cost=True),
+    Metric("peak_memory_mib", "peak memory (MiB)", False, ",.0f", cost=True),
+    Metric("tokens_per_second", "tokens/s", True, ",.0f", cost=True),
+    Metric("train_wall_seconds", "wall time s", False, ",.1f", cost=True),
+    Metric("steps_to_threshold", "steps to threshold", False, ",.0f", cost=True),
+    Metric("train_loss_auc", "mean train loss", False, cost=True),
+)
+METRICS: dict[str, Metric] = {m.key: m for m in _TABLE}
+BENCH_PREFIX = "bench/"
+
+
+def metric(key: str) -> Metric:
+    """The metric named ``key``; unknown names (e.g. a new benchmark) are scores where higher is better."""
+    if key in METRICS:
+        return METRICS[key]
+    label = key[len(BENCH_PREFIX) :] if key.startswith(BENCH_PREFIX) else key
+    return Metric(key, label, True)
+
+
+def summary_keys(available: set[str]) -> list[str]:
+    """The metrics worth summarising per configuration, in display order, limited to those recorded."""
+    bench = sorted(k for k in available if k.startswith(BENCH_PREFIX))
+    return [k for k in METRICS if k in available] + bench

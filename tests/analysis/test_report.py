@@ -1,0 +1,174 @@
+"""The written report: files and exports, degraded figures, studies side by side, atomic rewrites, and the
+HTML as a real browser shows it (headless Chromium: screenshot, DOM, console)."""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic import make_config, normal
+
+from oneml.analysis import DecisionOptions, analyse, load_study, write_report
+from oneml.analysis.figures import all_figures, colours
+from oneml.analysis.html import figure
+from oneml.analysis.results import StudyResults
+from oneml.errors import OnemlError
+
+CHROMIUM = Path("/usr/bin/chromium")
+FIGURES_WITH_DATA = {"bars", "convergence", "stability", "distributions", "pareto", "adalora_ranks", "dora"}
+FIGURES_WITHOUT = {"kappa"}  # the standard study records no condition numbers
+
+
+@pytest.fixture(scope="module")
+def written(demo, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "methods-demo"
+    write_report([demo], out)
+    return out
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_files_and_exports(written, demo):
+    names = {p.name for p in written.iterdir()}
+    assert {"report.html", "report.md", "runs.csv", "configs.csv", "comparisons.csv", "decisions.csv"} <= names
+    assert {p.stem for p in (written / "figures").iterdir()} == FIGURES_WITH_DATA
+    decisions = {r["priority"]: r for r in rows(written / "decisions.csv")}
+    assert decisions["performance"]["recommended"] == "dora r=8"  # known by construction
+    assert decisions["memory"]["recommended"] == "lora r=8" and decisions["simplicity"]["recommended"] == "lora r=8"
+    assert decisions["preference"]["recommended"] == "" and "no preference runs" in decisions["preference"]["evidence"]
+    runs = rows(written / "runs.csv")
+    assert len(runs) == 33 and sum(r["reason"] != "" for r in runs) == 3
+    loss = [r for r in rows(written / "configs.csv") if r["metric"] == "eval_loss" and r["configuration"] == "full"]
+    values = list(next(c for c in demo.configs if c.label == "full").values("eval_loss").values())
+    assert float(loss[0]["std"]) == pytest.approx(np.std(values, ddof=1)) and loss[0]["n"] == "6"
+    comparisons = rows(written / "comparisons.csv")
+    assert {r["configuration"] for r in comparisons} == {"lora r=8", "lora r=16", "adalora r=8", "full"}
+    md = (written / "report.md").read_text()
+    assert "| Maximum performance | dora r=8 |" in md and "![" in md
+
+
+def test_html_is_self_contained(written):
+    text = (written / "report.html").read_text()
+    assert "<script" not in text and "<link" not in text
+    assert not re.search(r'(src|href)="(https?:)?//', text)
+    ids = re.findall(r'\bid="([^"]+)"', text)
+    assert len(ids) == len(set(ids))  # inline SVGs must not share element ids
+    assert text.index('id="table-decision"') < text.index('id="table-configs"') < text.index("<figure")
+
+
+def test_figures_degrade_to_a_note():
+    configs = [make_config("a", "lora", normal(1.4, 0.01, 3, seed=1)), make_config("b", "dora", {"0": 1.5})]
+    a = analyse(configs, DecisionOptions())
+    figures = {f.key: f for f in all_figures(a, colours(list(a.configs)))}
+    assert figures["bars"].svg and figures["stability"].svg and figures["distributions"].svg
+    for key in ("convergence", "pareto", "adalora_ranks", "dora", "kappa"):
+        assert figures[key].svg is None and figures[key].note.startswith("No data for this figure:")
+        assert 'class="nodata"' in figure(figures[key])
+
+
+def test_groups_of_one_study_are_decided_separately(tmp_path):
+    configs = [
+        make_config(f"{method} on {model}", method, normal(loss, 0.01, 3, seed=i), model=model)
+        for i, (method, model, loss) in enumerate(
+            [("lora", "qwen", 1.4), ("dora", "qwen", 1.3), ("lora", "llama", 2.1)]
+        )
+    ]
+    study = StudyResults("two-models", "study", "sqlite:///x.db", configs, [])
+    write_report([study], tmp_path / "g")
+    text = (tmp_path / "g" / "report.html").read_text()
+    assert text.count('<table class="decision"') == 2 and "decided separately" in text
+    assert "Decision guide — qwen · sft · d" in text and "Decision guide — llama · sft · d" in text
+    ids = re.findall(r'\bid="([^"]+)"', text)
+    assert len(ids) == len(set(ids))
+
+
+def test_two_studies_side_by_side(store, demo, tmp_path):
+    other = load_study("methods-demo-b", store.uri)
+    write_report([demo, other], tmp_path / "cmp")
+    text = (tmp_path / "cmp" / "report.html").read_text()
+    assert "Comparison: methods-demo vs methods-demo-b" in text
+    row = re.search(r"<tr><td>lora r=8</td>(.*?)</tr>", text[text.index('id="table-cross"') :]).group(1)
+    assert "tiny-qwen2:" in row and "tiny-llama:" in row
+    ids = re.findall(r'\bid="([^"]+)"', text)
+    assert len(ids) == len(set(ids))
+    md = (tmp_path / "cmp" / "report.md").read_text()
+    assert md.count("# Decision guide:") == 2
+
+
+def test_rewrite_is_atomic_and_foreign_folders_are_kept(demo, tmp_path):
+    out = tmp_path / "r"
+    write_report([demo], out)
+    (out / "stale.txt").write_text("from an older report")
+    write_report([demo], out)
+    assert not (out / "stale.txt").exists() and (out / "report.html").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]  # no staging or backup folder left behind
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(OnemlError, match="not a oneml report folder"):
+        write_report([demo], foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
+    return subprocess.run([str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=180)
+
+
+def console_messages(stderr: str) -> list[str]:
+    """Console output and uncaught errors, as Chromium logs them with --enable-logging=stderr."""
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)")
+def test_report_in_headless_chromium(written, tmp_path):
+    from PIL import Image
+
+    bad = tmp_path / "bad.html"  # first prove that a broken page would be caught
+    bad.write_text("<html><body><script>missingFunction()</script></body></html>")
+    assert any("missingFunction" in m for m in console_messages(chromium(tmp_path, "--dump-dom", bad.as_uri()).stderr))
+
+    page = (written / "report.html").as_uri()
+    shot = tmp_path / "report.png"
+    run = chromium(tmp_path, f"--screenshot={shot}", "--window-size=1400,4000", page)
+    assert shot.is_file(), run.stderr[-2000:]
+    image = np.asarray(Image.open(shot).convert("RGB"))
+    assert image.shape[:2] == (4000, 1400)
+    colours, counts = np.unique(image.reshape(-1, 3), axis=0, return_counts=True)
+    background = colours[counts.argmax()].astype(int)
+    content = (np.abs(image.astype(int) - background).max(axis=2) > 24).mean()
+    assert content > 0.03 and len(colours) > 200, (content, len(colours))  # text, tables and charts, not a blank page
+
+    dom = chromium(tmp_path, "--dump-dom", page)
+    assert not console_messages(dom.stderr), console_messages(dom.stderr)
+    decision = re.search(r'<table class="decision" id="table-decision">.*?<tbody>(.*?)</tbody>', dom.stdout, re.S)
+    cells = re.findall(r"<tr[^>]*><td>([^<]+)</td><td>([^<]+)</td>", decision.group(1))
+    assert len(cells) == 7 and all(choice.strip() for _, choice in cells)
+    figures = dict(re.findall(r'<figure id="figure-(\w+)" data-state="(\w+)">', dom.stdout))
+    assert figures == {**dict.fromkeys(FIGURES_WITH_DATA, "data"), **dict.fromkeys(FIGURES_WITHOUT, "empty")}
+    for key in FIGURES_WITH_DATA:
+        body = re.search(rf'<figure id="figure-{key}".*?</figure>', dom.stdout, re.S).group(0)
+        assert "<svg" in body and body.count("<path") + body.count("<use") > 10, key
+    for key in FIGURES_WITHOUT:
+        assert "No data for this figure" in re.search(
+            rf'<figure id="figure-{key}".*?</figure>', dom.stdout, re.S
+        ).group(0)
