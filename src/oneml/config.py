@@ -38,6 +38,9 @@ class ModelConfig(Section):
     """Architecture config overrides for random init, e.g. {num_hidden_layers: 2}."""
     tokenizer: str | None = None
     """Tokenizer to use instead of the model's own: a preset, hub id or directory."""
+    adapter: str | None = None
+    """Start from an earlier run's result: its run id (under tracking.root) or a directory; it is merged into
+    the base before this run's method applies (so DPO's reference is that starting point)."""
 
 
 class DataConfig(Section):

@@ -161,10 +161,18 @@ def prepare_preference(cfg: DataConfig, tokenizer: Any) -> PreparedData:
     pairs = _converted_or_fail(converted, cfg, len(rows))
     train_pairs, eval_pairs = train_eval_split(pairs, cfg)
     template = resolve_chat_template(tokenizer, cfg)
-    train, eval_ = (
-        datasets.Dataset.from_list([_render_pair(tokenizer, p, template, cfg.system_prompt) for p in part])
-        for part in (train_pairs, eval_pairs)
-    )
+    too_long = {"train": 0, "eval": 0}
+    rendered = {}
+    for name, part in (("train", train_pairs), ("eval", eval_pairs)):
+        rows_ = [_render_pair(tokenizer, p, template, cfg.system_prompt) for p in part]
+        rendered[name] = [r for r in rows_ if _fits(tokenizer, r, cfg.max_length)]
+        too_long[name] = len(rows_) - len(rendered[name])
+        if not rendered[name]:
+            raise OnemlError(
+                f"data.max_length: every {name} prompt of {cfg.dataset} leaves fewer than {MIN_COMPLETION_TOKENS} "
+                f"of the {cfg.max_length} tokens for the answers; raise data.max_length"
+            )
+    train, eval_ = (datasets.Dataset.from_list(rendered[k]) for k in ("train", "eval"))
     stats = {
         "dataset": cfg.dataset,
         "format": fmt,
@@ -173,8 +181,19 @@ def prepare_preference(cfg: DataConfig, tokenizer: Any) -> PreparedData:
         "eval_rows": len(eval_),
         "skipped_empty": converted.skipped_empty,
         "skipped_identical": converted.skipped_identical,
+        "skipped_too_long": too_long["train"] + too_long["eval"],
     }
     return PreparedData(train=train, eval=eval_, stats=stats)
+
+
+MIN_COMPLETION_TOKENS = 16
+"""A pair whose prompt leaves less room than this for the answers is skipped (and counted): trainers would
+otherwise score an empty or nearly empty completion, which makes the preference loss meaningless (NaN)."""
+
+
+def _fits(tokenizer: Any, row: dict[str, str], max_length: int) -> bool:
+    prompt_tokens = len(tokenizer(row["prompt"], add_special_tokens=False)["input_ids"])
+    return prompt_tokens + MIN_COMPLETION_TOKENS <= max_length
 
 
 def _render_pair(tokenizer: Any, pair: PreferencePair, template: str, system_prompt: str | None) -> dict[str, str]:

@@ -16,8 +16,23 @@ from oneml.objectives import OBJECTIVES, ObjectiveConfig
 class SFTObjective(ObjectiveConfig):
     name: Literal["sft"] = "sft"
 
+    def prepare(self, data_cfg, tokenizer):
+        from oneml.data import prepare_sft
+
+        return prepare_sft(data_cfg, tokenizer)
+
     def build_trainer(
-        self, *, model, tokenizer, train_dataset, eval_dataset, args: dict[str, Any], callbacks, optimizers=(None, None)
+        self,
+        *,
+        model,
+        tokenizer,
+        train_dataset,
+        eval_dataset,
+        args: dict[str, Any],
+        callbacks,
+        optimizers,
+        ref_model,
+        max_length,
     ):
         from trl import SFTConfig, SFTTrainer
 
@@ -36,6 +51,22 @@ class SFTObjective(ObjectiveConfig):
             callbacks=callbacks,
             optimizers=optimizers,
         )
+
+    def evaluator(self, trainer, data, tokenizer, max_length):
+        return _TokenEvaluator(trainer)
+
+
+class _TokenEvaluator:
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def prepare(self) -> None:
+        return None
+
+    def __call__(self, prefix: str = "eval") -> dict[str, float]:
+        from oneml.eval.perplexity import evaluate_tokens
+
+        return evaluate_tokens(self.trainer, prefix)
 
 
 OBJECTIVES.register("sft", SFTObjective, "Supervised fine-tuning: cross-entropy on response tokens")

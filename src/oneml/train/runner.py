@@ -80,7 +80,8 @@ def _trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> di
         max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        eval_strategy="no",  # our token-weighted evaluation runs instead (train/evaluation.py)
+        eval_strategy="no",  # the objective's own evaluation runs instead (token-weighted, comparable)
+        include_num_input_tokens_seen="non_padding",
         save_strategy="no",
         seed=t.seed,
         data_seed=t.seed,
@@ -188,15 +189,16 @@ class _Setup:
     sizes: dict[str, float]
     ctx: Any
     sink: _Sink
+    reference: Any = None
 
 
 def _setup(config: RunConfig, device: str, console) -> _Setup:
     """Load, prepare and check everything; any user error surfaces here, before a run is recorded."""
     from transformers import set_seed
 
-    from oneml.data import prepare_sft
     from oneml.methods import MethodContext
     from oneml.models import describe_model, load_model_and_tokenizer
+    from oneml.train.start import start_from
 
     sink = _Sink()
     t = config.train
@@ -211,17 +213,22 @@ def _setup(config: RunConfig, device: str, console) -> _Setup:
         log_json=sink.log_json,
     )
     config.method.check(ctx)
+    config.objective.check(config.method)
     set_seed(config.train.seed)
     with console.status(f"loading {config.model.name}"):
         model, tokenizer = load_model_and_tokenizer(config.model, device=device, seed=config.train.seed)
     with console.status(f"preparing {config.data.dataset}"):
-        data = prepare_sft(config.data, tokenizer)
+        data = config.objective.prepare(config.data, tokenizer)
+    if config.model.adapter:
+        with console.status(f"merging the starting point {config.model.adapter}"):
+            model = start_from(model, config.model.adapter, Path(config.tracking.root).resolve(), config.model.name)
+    reference = config.objective.reference_model(model)
     dtype = next(model.parameters()).dtype
     if config.train.gradient_checkpointing:
         model.enable_input_require_grads()  # a frozen embedding would otherwise cut the graph under checkpointing
     set_seed(config.train.seed)  # the adapter's random init must not depend on what loading consumed
     model = config.method.apply(model, ctx)
-    return _Setup(model, tokenizer, data, dtype, describe_model(model), ctx, sink)
+    return _Setup(model, tokenizer, data, dtype, describe_model(model), ctx, sink, reference)
 
 
 def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
@@ -242,7 +249,6 @@ def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progr
     from oneml.tracking.store import flatten
     from oneml.train.callbacks import MlflowMetrics, PeakMemory, PeriodicEval, RichProgress, StepTimer
     from oneml.train.diagnostics import EarlyLogging, StepsToThreshold
-    from oneml.train.evaluation import evaluate_tokens
 
     recorder.log_params(flatten(config.to_dict()))
     recorder.log_params({f"data.stats.{k}": str(v) for k, v in setup.data.stats.items()})
@@ -270,10 +276,13 @@ def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progr
         args=_trainer_args(config, resolve_device(config.train.device), setup.dtype, staging / "trainer"),
         callbacks=callbacks,
         optimizers=(optimizer, None),
+        ref_model=setup.reference,
+        max_length=config.data.max_length,
     )
+    evaluator = config.objective.evaluator(trainer, setup.data, setup.tokenizer, config.data.max_length)
 
     def run_eval(step: int) -> dict[str, float]:
-        metrics = evaluate_tokens(trainer)
+        metrics = evaluator("eval")
         recorder.log_metrics(metrics, step=step)
         return metrics
 
@@ -281,6 +290,8 @@ def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progr
     # With tqdm off the Trainer prints raw log dicts to stdout; our progress bar and MLflow replace them.
     trainer.remove_callback(PrinterCallback)
     metrics: dict[str, float] = {}
+    with console.status("scoring the reference"):
+        evaluator.prepare()
     with _progress(progress, console) as bar:
         if config.train.eval_before:
             with console.status("evaluating before training"):
@@ -295,7 +306,7 @@ def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progr
         with console.status("evaluating after training"):
             metrics |= run_eval(trainer.state.global_step)
 
-    tokens = float(getattr(trainer, "_total_train_tokens", 0) or 0)
+    tokens = float(trainer.state.num_input_tokens_seen or getattr(trainer, "_total_train_tokens", 0) or 0)
     metrics |= setup.sizes | memory.metrics()
     metrics |= {"train_seconds": timer.seconds, "train_wall_seconds": wall, "train_tokens": tokens}
     metrics["tokens_per_second"] = tokens / timer.seconds if timer.seconds else 0.0

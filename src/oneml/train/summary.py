@@ -9,6 +9,25 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+# (label, metric name without the eval_ prefix, format): shown when the objective reports the metric.
+_QUALITY_ROWS = [
+    ("eval loss", "loss", ".4f"),
+    ("perplexity", "perplexity", ".3f"),
+    ("token accuracy", "token_accuracy", ".4f"),
+    ("preference accuracy", "preference_accuracy", ".3f"),
+    ("reward margin", "reward_margin", ".4f"),
+    ("KL to reference", "kl_ref", ".4f"),
+    ("log odds ratio", "log_odds_ratio_mean", ".4f"),
+    ("SFT loss part", "sft_loss", ".4f"),
+]
+
+
+def _with_before(m: dict[str, float], key: str, spec: str) -> str:
+    text = format(m[f"eval_{key}"], spec)
+    before = m.get(f"initial_eval_{key}")
+    return text if before is None else f"{text}  (before {format(before, spec)})"
+
+
 def summary_table(result: RunResult):
     from rich.table import Table
 
