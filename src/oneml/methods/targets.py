@@ -17,7 +17,7 @@ def _is_linear(module: torch.nn.Module) -> bool:
 def linear_module_names(model: torch.nn.Module, exclude_head: bool = True) -> list[str]:
     """The distinct short names (``q_proj``, ``fc1``...) of the model's linear layers."""
     names: list[str] = []
-    head = _output_head_name(model)
+    head = output_head_name(model)
     for full_name, module in model.named_modules():
         if not _is_linear(module):
             continue
@@ -29,7 +29,7 @@ def linear_module_names(model: torch.nn.Module, exclude_head: bool = True) -> li
     return names
 
 
-def _output_head_name(model: torch.nn.Module) -> str:
+def output_head_name(model: torch.nn.Module) -> str:
     get = getattr(model, "get_output_embeddings", None)
     head = get() if callable(get) else None
     if head is not None:
@@ -61,3 +61,20 @@ def check_targets(model: torch.nn.Module, targets: list[str] | str, field: str =
         raise OnemlError(
             f"{field}: {', '.join(missing)} match no linear layer of this model; it has: {', '.join(available)}"
         )
+
+
+def adapted_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, str]]:
+    """(name, layer, adapter) for every peft LoRA layer of ``model`` with an active adapter.
+
+    ``name`` is the layer's path inside the base model (``model.layers.0.self_attn.q_proj``), the same whether
+    the model is a PeftModel or not.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    layers = []
+    for full_name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            for adapter in module.active_adapters:
+                if adapter in module.lora_A:
+                    layers.append((full_name.removeprefix("base_model.model."), module, adapter))
+    return layers

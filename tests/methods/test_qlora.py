@@ -1,0 +1,122 @@
+"""QLoRA and the quantized base: in-memory quantization round trip, 4-bit layers' math, save/load/merge, PiSSA on it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oneml.config import ModelConfig
+from oneml.methods import MethodContext
+from oneml.methods.lora import LoRAConfig
+from oneml.methods.pissa import PiSSAConfig
+from oneml.methods.qlora import QLoRAConfig
+from oneml.methods.targets import adapted_layers
+from oneml.models import describe_model, load_model_and_tokenizer
+from oneml.models.quantization import dequantize_model, dequantized_weight, is_quantized, quantize_model
+
+bnb = pytest.importorskip("bitsandbytes")
+
+CTX = MethodContext()
+IDS = torch.randint(0, 255, (2, 12), generator=torch.Generator().manual_seed(1))
+
+
+def tiny() -> torch.nn.Module:
+    return load_model_and_tokenizer(ModelConfig(name="tiny-llama"))[0]
+
+
+def logits(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(IDS).logits
+
+
+def perturb(model: torch.nn.Module) -> None:
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+@pytest.mark.parametrize(
+    ("mode", "layer_type", "max_rel_error"), [("nf4", "Linear4bit", 0.15), ("int8", "Linear8bitLt", 0.01)]
+)
+def test_quantize_round_trip(mode, layer_type, max_rel_error):
+    model, original = tiny(), tiny()
+    quantize_model(model, mode, skip=("lm_head",))
+    assert getattr(model, "is_loaded_in_8bit" if mode == "int8" else "is_loaded_in_4bit")
+    assert type(model.lm_head) is torch.nn.Linear  # the head stays in full precision
+    assert describe_model(model)["total_params"] == describe_model(original)["total_params"]
+    quantized = dict(model.named_modules())
+    for name, linear in original.named_modules():
+        if type(linear) is torch.nn.Linear and name != "lm_head":
+            assert type(quantized[name]).__name__ == layer_type
+            W, Wq = linear.weight, dequantized_weight(quantized[name]).float()
+            error = ((Wq - W).norm() / W.norm()).item()
+            assert 0 < error < max_rel_error, name
+    again = quantize_model(tiny(), mode, skip=("lm_head",))  # deterministic: same float weights, same codes
+    assert torch.equal(again.model.layers[0].mlp.up_proj.weight.data, model.model.layers[0].mlp.up_proj.weight.data)
+
+    dequantize_model(model)
+    assert not any(is_quantized(m) for m in model.modules()) and not getattr(model, "is_loaded_in_4bit", False)
+    assert torch.equal(
+        model.model.layers[0].mlp.up_proj.weight, dequantized_weight(quantized["model.layers.0.mlp.up_proj"])
+    )
+
+
+@pytest.mark.parametrize(("d_in", "d_out"), [(64, 128), (48, 80)])
+def test_4bit_layer_is_its_dequantized_weight_in_both_directions_even_after_an_eval_pass(d_in, d_out):
+    linear = torch.nn.Linear(d_in, d_out)
+    model = torch.nn.Sequential(linear)
+    quantize_model(model, "nf4")
+    layer = model[0]
+    W = dequantized_weight(layer).float()
+    x = torch.randn(3, 5, d_in)
+    with torch.no_grad():  # an eval pass first: bitsandbytes may repack the weight for inference here
+        torch.testing.assert_close(layer.eval()(x), x @ W.T + linear.bias, atol=1e-5, rtol=1e-5)
+    x.requires_grad_(True)
+    y = layer.train()(x)
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, torch.ones_like(y) @ W, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("mode", "merge_tol"), [("nf4", 1e-5), ("int8", 3e-2)])
+def test_qlora_save_load_is_exact_and_merge_gives_a_float_model(tmp_path, mode, merge_tol):
+    cfg = QLoRAConfig(r=4, dropout=0.0, quantize=mode, target_modules="all-linear")
+    model = cfg.apply(tiny(), CTX)
+    assert all(is_quantized(layer.get_base_layer()) for _, layer, _ in adapted_layers(model))
+    perturb(model)
+    cfg.save(model, tmp_path)
+    reloaded = cfg.load(tiny(), tmp_path)
+    torch.testing.assert_close(logits(reloaded), logits(model), atol=0, rtol=0)
+
+    merged = cfg.merge(reloaded)
+    assert not any(is_quantized(m) for m in merged.modules())
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    assert all(p.dtype == torch.float32 for p in merged.parameters())
+    # int8 also quantizes each matmul's input, which the float merged model does not.
+    torch.testing.assert_close(logits(merged), logits(model), atol=merge_tol, rtol=merge_tol)
+
+
+def test_pissa_on_a_quantized_base_initialises_in_full_precision_then_quantizes_the_residual():
+    float_model = PiSSAConfig(r=4).apply(tiny(), CTX)
+    quant_model = PiSSAConfig(r=4, quantize="nf4").apply(tiny(), CTX)
+    for (name, fl, a), (_, ql, _) in zip(adapted_layers(float_model), adapted_layers(quant_model), strict=True):
+        assert torch.equal(fl.lora_A[a].weight, ql.lora_A[a].weight), name  # the SVD of W0, not of Quant(W0)
+        assert torch.equal(fl.lora_B[a].weight, ql.lora_B[a].weight), name
+        residual = torch.nn.Sequential(torch.nn.Linear(1, 1))
+        residual[0] = fl.get_base_layer()
+        quantize_model(residual, "nf4")
+        assert torch.equal(dequantized_weight(ql.get_base_layer()), dequantized_weight(residual[0])), name
+
+
+@pytest.mark.parametrize(
+    "method", [PiSSAConfig(r=4, quantize="nf4", use_dora=True), LoRAConfig(r=4, init="olora", quantize="nf4")]
+)
+def test_quantized_mutating_init_reloads_the_trained_model_exactly(tmp_path, method):
+    cfg = method.model_copy(update={"dropout": 0.0})
+    model = cfg.apply(tiny(), CTX)
+    perturb(model)
+    cfg.save(model, tmp_path)
+    reloaded = cfg.load(tiny(), tmp_path)  # rebuilds Quant(W0 - s B0 A0) from the rank-2r file
+    torch.testing.assert_close(logits(reloaded), logits(model), atol=0, rtol=0)
+    torch.testing.assert_close(logits(cfg.merge(reloaded)), logits(model), atol=1e-5, rtol=1e-5)
