@@ -27,7 +27,7 @@ class FullConfig(MethodConfig):
         missing, unexpected = base.load_state_dict(state, strict=False)
         tied = set(getattr(base, "_tied_weights_keys", None) or [])
         if unexpected or set(missing) - tied - {"lm_head.weight"}:
-            raise ValueError(f"full model at {path} does not match the base: missing {missing}, unexpected {unexpected}")
+            raise ValueError(f"full model at {path} does not match the base: missing {missing}, extra {unexpected}")
         return base
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
