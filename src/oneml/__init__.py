@@ -18,6 +18,16 @@ __version__ = "0.1.0"
 # Public name -> defining module, imported on first use: the config pulls in every method and so torch
 # (~5 s), which the torch-free parts (analysis/, `oneml report`, `oneml runs`) must not pay for.
 _EXPORTS = {
+    "AdaLoRAConfig": "oneml.methods.adalora",
+    "BottleneckConfig": "oneml.methods.bottleneck",
+    "DoRAConfig": "oneml.methods.dora",
+    "LoRAPlusConfig": "oneml.methods.loraplus",
+    "PiSSAConfig": "oneml.methods.pissa",
+    "PrefixConfig": "oneml.methods.prefix",
+    "QLoRAConfig": "oneml.methods.qlora",
+    "SORSAConfig": "oneml.methods.sorsa",
+    "DPOObjective": "oneml.objectives.dpo",
+    "ORPOObjective": "oneml.objectives.orpo",
     "DataConfig": "oneml.config",
     "FullConfig": "oneml.methods.full",
     "LoRAConfig": "oneml.methods.lora",
@@ -41,8 +51,18 @@ if TYPE_CHECKING:  # the same names for type checkers and linters (redundant ali
     from oneml.config import TrainConfig as TrainConfig
     from oneml.config import load_run_config as load_run_config
     from oneml.errors import OnemlError as OnemlError
+    from oneml.methods.adalora import AdaLoRAConfig as AdaLoRAConfig
+    from oneml.methods.bottleneck import BottleneckConfig as BottleneckConfig
+    from oneml.methods.dora import DoRAConfig as DoRAConfig
     from oneml.methods.full import FullConfig as FullConfig
     from oneml.methods.lora import LoRAConfig as LoRAConfig
+    from oneml.methods.loraplus import LoRAPlusConfig as LoRAPlusConfig
+    from oneml.methods.pissa import PiSSAConfig as PiSSAConfig
+    from oneml.methods.prefix import PrefixConfig as PrefixConfig
+    from oneml.methods.qlora import QLoRAConfig as QLoRAConfig
+    from oneml.methods.sorsa import SORSAConfig as SORSAConfig
+    from oneml.objectives.dpo import DPOObjective as DPOObjective
+    from oneml.objectives.orpo import ORPOObjective as ORPOObjective
     from oneml.objectives.sft import SFTObjective as SFTObjective
     from oneml.train import RunResult as RunResult
     from oneml.train import train as train
