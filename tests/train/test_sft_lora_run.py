@@ -136,3 +136,15 @@ def test_failure_during_run_is_marked_failed(tmp_path, monkeypatch):
     assert run["status"] == "FAILED"
     assert "simulated crash" in run["tags"]["oneml.failure"]
     assert list((tmp_path / "runs").iterdir()) == []  # nothing half-written
+
+
+def test_early_grad_norm_logging_and_steps_to_threshold(tmp_path):
+    cfg = tiny_config(
+        tmp_path, "train.max_steps=20", "train.logging_steps=50", "train.loss_threshold=100", "train.eval_before=false"
+    )
+    result = train(cfg, progress=False)
+    client = MlflowClient(result.tracking_uri)
+    steps = sorted(m.step for m in client.get_metric_history(result.mlflow_run_id, "grad_norm"))
+    assert steps == [1, 10, 20]  # the first step, then every 10 steps within the first 100
+    (threshold,) = client.get_metric_history(result.mlflow_run_id, "steps_to_threshold")
+    assert threshold.value == 1.0  # any loss is below 100: reached at the first logged step
