@@ -107,3 +107,19 @@ def test_entry_point_exit_code_and_no_traceback():
     assert proc.returncode == 2
     assert "method.rr: unknown key (did you mean 'r'?)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_preference_run_summary(capsys, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("COLUMNS", "200")
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"Q{i}?", "chosen": "Yes, gladly.", "rejected": "No."} for i in range(10)]
+    pairs.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    code, out, err = run_cli(
+        capsys, "train", "--quiet", "--set", "model.name=tiny-llama", "--set", "objective.name=dpo",
+        "--set", f"data.dataset={pairs}", "--set", "data.eval_size=2", "--set", "data.max_length=64",
+        "--set", "train.max_steps=2", "--set", f"tracking.root={tmp_path}",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "preference accuracy" in out and "KL to reference" in out and "perplexity" not in out

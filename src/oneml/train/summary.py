@@ -48,18 +48,9 @@ def summary_table(result: RunResult):
         f"{m.get('trainable_params', 0):,.0f} of {m.get('total_params', 0):,.0f} "
         f"({m.get('trainable_percent', 0):.3f}%)",
     )
-    before = m.get("initial_eval_loss")
-    change = "" if before is None else f"  (before {before:.4f}, {m['eval_loss'] - before:+.4f})"
-    table.add_row("eval loss", f"{m['eval_loss']:.4f}{change}")
-    table.add_row(
-        "perplexity",
-        f"{m['eval_perplexity']:.3f}" + ("" if before is None else f"  (before {m['initial_eval_perplexity']:.3f})"),
-    )
-    table.add_row(
-        "token accuracy",
-        f"{m['eval_token_accuracy']:.4f}"
-        + ("" if before is None else f"  (before {m['initial_eval_token_accuracy']:.4f})"),
-    )
+    for label, key, spec in _QUALITY_ROWS:
+        if f"eval_{key}" in m:
+            table.add_row(label, _with_before(m, key, spec))
     table.add_row("steps / time", f"{m['steps']:.0f} steps in {m['train_wall_seconds']:.1f} s")
     table.add_row("tokens/s", f"{_fmt(m.get('tokens_per_second'), ',.0f')} (real tokens, no padding)")
     memory = f"{m['peak_rss_mib']:,.0f} MiB RSS"
