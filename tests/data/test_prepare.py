@@ -124,13 +124,22 @@ def test_chat_template_needed(tok):
 
 
 def test_preference_strings(tok):
-    data = prepare_preference(DataConfig(dataset="dpo-demo", max_samples=40, eval_size=4), tok)
+    data = prepare_preference(DataConfig(dataset="dpo-demo", max_samples=40, eval_size=4, max_length=100_000), tok)
     assert data.train.column_names == ["prompt", "chosen", "rejected"]
     assert (len(data.train), len(data.eval)) == (36, 4)
     row = data.train[0]
     assert row["prompt"].startswith("<|im_start|>") and row["prompt"].endswith("<|im_start|>assistant\n")
     assert row["chosen"].endswith("<|im_end|>") and row["rejected"].endswith("<|im_end|>")
     assert "<|im_start|>" not in row["chosen"]
+
+
+def test_pairs_whose_prompt_fills_max_length_are_skipped_and_counted(tok):
+    # With one token per byte, many dpo-demo prompts are longer than 512 tokens.
+    data = prepare_preference(DataConfig(dataset="dpo-demo", max_samples=40, eval_size=4, max_length=512), tok)
+    assert data.stats["skipped_too_long"] > 0
+    assert len(data.train) + len(data.eval) + data.stats["skipped_too_long"] == 40
+    for row in data.train:
+        assert len(tok(row["prompt"], add_special_tokens=False)["input_ids"]) + 16 <= 512
 
 
 def test_preference_skips_are_counted(tmp_path, tok):

@@ -33,7 +33,7 @@ _FLAGS = {"nf4": "is_loaded_in_4bit", "fp4": "is_loaded_in_4bit", "int8": "is_lo
 def quantization_problem(device: str) -> str | None:
     """Why quantization cannot run on ``device`` here (a sentence), or None when it can."""
     if importlib.util.find_spec("bitsandbytes") is None:
-        return "needs bitsandbytes (pip install 'oneml[quant]')"
+        return "needs bitsandbytes (pip install bitsandbytes)"
     kind = torch.device(device).type if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if kind not in _DEVICES:
         return f"bitsandbytes cannot train a quantized model on device {kind!r}; use one of {', '.join(_DEVICES)}"
