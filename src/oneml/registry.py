@@ -6,6 +6,9 @@ so a name is written down exactly once: where it is registered.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -49,3 +52,11 @@ class Registry(Generic[T]):
 
     def entries(self) -> list[Entry[T]]:
         return list(self._entries.values())
+
+
+def import_submodules(package: str, path: Iterable[str], skip: set[str]) -> None:
+    """Import every module of a package (except helpers in ``skip``): each registers itself on its last line,
+    so adding a file is all it takes to add an entry."""
+    for info in sorted(pkgutil.iter_modules(path), key=lambda m: m.name):
+        if not info.name.startswith("_") and info.name not in skip:
+            importlib.import_module(f"{package}.{info.name}")

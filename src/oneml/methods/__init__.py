@@ -11,14 +11,12 @@ all, so adding a file is all it takes to add a method (and it joins every list a
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from oneml.registry import Registry
+from oneml.registry import Registry, import_submodules
 from oneml.schema import Section
 
 if TYPE_CHECKING:
@@ -91,12 +89,4 @@ class MethodConfig(Section):
 
 METHODS: Registry[type[MethodConfig]] = Registry("method")
 
-
-def _discover() -> None:
-    skip = {"targets", "diagnostics"}  # helpers, not methods
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_") and info.name not in skip:
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_discover()
+import_submodules(__name__, __path__, skip={"targets", "diagnostics"})  # helpers, not entries

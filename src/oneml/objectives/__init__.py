@@ -6,11 +6,9 @@ its held-out data, so the run assembly in `train/` never branches on an objectiv
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any, ClassVar
 
-from oneml.registry import Registry
+from oneml.registry import Registry, import_submodules
 from oneml.schema import Section
 
 
@@ -41,12 +39,4 @@ class ObjectiveConfig(Section):
 
 OBJECTIVES: Registry[type[ObjectiveConfig]] = Registry("objective")
 
-
-def _discover() -> None:
-    skip = {"losses", "preference"}  # helpers, not objectives
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_") and info.name not in skip:
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_discover()
+import_submodules(__name__, __path__, skip={"losses", "preference"})  # helpers, not entries
