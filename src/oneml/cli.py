@@ -246,6 +246,87 @@ def ui_cmd(
     raise typer.Exit(subprocess.call(cmd))
 
 
+study_app = typer.Typer(help="Studies: many runs from one spec, resumable, parallel.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+def _study_run(spec_path: Path, executor: str | None, workers: int | None, gpu_fraction, ray_address, quiet) -> None:
+    from oneml.study import load_study
+    from oneml.study.executors import ExecutorOptions
+    from oneml.study.run import run_study
+
+    spec = load_study(spec_path)
+    e = spec.executor
+    options = ExecutorOptions(workers or e.workers, gpu_fraction or e.gpu_fraction, ray_address or e.ray_address)
+    result = run_study(spec, executor, options, console=err, progress=not quiet)
+    _status_table(spec)
+    out.print(f"steps trained this time: {result.steps_trained}")
+
+
+@study_app.command("run")
+def study_run_cmd(
+    spec: Path = typer.Argument(..., help="Study YAML."),
+    executor: str | None = typer.Option(None, "--executor", help="local (default) or ray."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Trials at once."),
+    gpu_fraction: float | None = typer.Option(None, "--gpu-fraction", min=0.01, max=1.0, help="GPU share per trial."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: local)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+):
+    """Run every trial of a study; finished runs are skipped, interrupted ones resume."""
+    _study_run(spec, executor, workers, gpu_fraction, ray_address, quiet)
+
+
+@study_app.command("resume")
+def study_resume_cmd(
+    spec: Path = typer.Argument(..., help="Study YAML."),
+    executor: str | None = typer.Option(None, "--executor", help="local (default) or ray."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Trials at once."),
+    gpu_fraction: float | None = typer.Option(None, "--gpu-fraction", min=0.01, max=1.0, help="GPU share per trial."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: local)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+):
+    """Same as run: finished and pruned runs are skipped, the rest continue."""
+    _study_run(spec, executor, workers, gpu_fraction, ray_address, quiet)
+
+
+def _status_table(spec) -> None:
+    from collections import Counter
+
+    from oneml.study.run import study_status
+
+    rows = study_status(spec)
+    table = Table(title=f"study {spec.name}")
+    for col in ("track", "grid", "seed", "run id", "state", "steps", "reason"):
+        table.add_column(col)
+    for r in rows:
+        grid = ", ".join(f"{k}={v}" for k, v in r["grid"].items())
+        cells = (r["track"], grid, str(r["seed"]), r["run_id"], r["state"], str(r["steps"]), r["reason"])
+        table.add_row(*(escape(c) for c in cells))
+    out.print(table)
+    counts = Counter(r["state"] for r in rows)
+    out.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+@study_app.command("status")
+def study_status_cmd(spec: Path = typer.Argument(..., help="Study YAML.")):
+    """Each trial's state: finished, running, paused, failed (with the reason), pruned or pending."""
+    from oneml.study import load_study
+
+    _status_table(load_study(spec))
+
+
+@study_app.command("_trial", hidden=True)
+def study_trial_cmd(job: Path, outcome: Path):
+    """One trial in a worker process: reads a job JSON, writes the outcome JSON."""
+    import json
+
+    from oneml.study.trial import run_trial
+    from oneml.train.checkpoints import write_json
+
+    spec = json.loads(job.read_text())
+    write_json(outcome, run_trial(spec["config"], spec["stop_at"]))
+
+
 def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:

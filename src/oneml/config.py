@@ -103,6 +103,9 @@ class TrainConfig(Section):
     """Record the first step whose training loss is at or below this (fast-convergence metric)."""
     diagnostics_every: int = Field(default=10, gt=0)
     """Interval in steps for per-layer diagnostics (condition numbers, DoRA magnitudes, AdaLoRA ranks)."""
+    save_steps: int | None = Field(default=None, gt=0)
+    """Save a resumable checkpoint (weights, optimizer, scheduler, RNG) every this many steps into
+    <root>/runs/.<run id>.ckpt/; a rerun of the same run resumes from it. Off by default; studies set it."""
     save_adapter: bool = True
     """Save the trained adapter (or full model) under the run directory and as an MLflow artifact."""
 

@@ -20,6 +20,7 @@ import yaml
 
 from oneml.config import RunConfig
 from oneml.errors import OnemlError
+from oneml.train.checkpoints import StopAt, checkpoint_dir, last_checkpoint, read_json, rung_file, write_json
 
 
 @dataclass
@@ -34,6 +35,10 @@ class RunResult:
     model: Any = field(default=None, repr=False)
     """The trained model (a peft model for adapter methods), ready for generation."""
     tokenizer: Any = field(default=None, repr=False)
+    complete: bool = True
+    """False when the run stopped early at ``stop_at``: it is checkpointed, not published, and continues later."""
+    steps_trained: int = 0
+    """Optimizer steps taken by this call (less than ``steps`` when it resumed from a checkpoint)."""
 
 
 def resolve_device(choice: str) -> str:
@@ -67,7 +72,9 @@ def _trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> di
     import torch
 
     t = config.train
-    return dict(
+    # Two kept checkpoints: a kill during a save leaves the previous one complete.
+    saving = dict(save_strategy="steps", save_steps=t.save_steps, save_total_limit=2) if t.save_steps else {}
+    return saving | dict(
         output_dir=str(output_dir),
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,
@@ -82,7 +89,7 @@ def _trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> di
         logging_first_step=True,
         eval_strategy="no",  # the objective's own evaluation runs instead (token-weighted, comparable)
         include_num_input_tokens_seen="non_padding",
-        save_strategy="no",
+        save_strategy="steps" if t.save_steps else "no",
         seed=t.seed,
         data_seed=t.seed,
         report_to="none",
@@ -125,10 +132,19 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*will be removed in v6.*", category=FutureWarning)
 
 
-def train(config: RunConfig, *, progress: bool = True, console=None, callbacks: list[Any] | None = None) -> RunResult:
+def train(
+    config: RunConfig,
+    *,
+    progress: bool = True,
+    console=None,
+    callbacks: list[Any] | None = None,
+    stop_at: int | None = None,
+) -> RunResult:
     """Fine-tune ``config.model`` with ``config.method`` and record everything in MLflow.
 
     ``callbacks``: extra transformers ``TrainerCallback`` objects (your own logging, early stopping...).
+    ``stop_at``: pause at this step (needs ``train.save_steps``): evaluate, checkpoint, and return an
+    incomplete result; calling again with the same config continues the same run from there.
     """
     from rich.console import Console
 
@@ -140,17 +156,41 @@ def train(config: RunConfig, *, progress: bool = True, console=None, callbacks: 
     root = _prepare_root(config.tracking.root)
     setup = _setup(config, device, console)  # user errors surface here, before the store is touched
     uri = resolve_tracking_uri(config.tracking.uri, root)
+    if stop_at is not None and not config.train.save_steps:
+        raise OnemlError("stop_at: needs train.save_steps, or the paused run could not continue")
     recorder = RunRecorder(uri, root, config.tracking.experiment)
     run_dir = root / "runs" / config.run_id
     staging = run_dir.parent / f".{run_dir.name}.tmp-{os.getpid()}"
-    recorder.start(_run_name(config), tags=_tags(config, setup, device))
+    ckpt = checkpoint_dir(root, config.run_id) if config.train.save_steps else None
+    _start_or_continue(recorder, ckpt, _run_name(config), _tags(config, setup, device))
+    extra = list(callbacks or []) + ([StopAt(stop_at)] if stop_at is not None else [])
     try:
-        return _execute(config, setup, recorder, run_dir, staging, uri, progress, console, callbacks or [])
+        return _execute(config, setup, recorder, run_dir, staging, uri, progress, console, extra, ckpt)
     except BaseException as err:  # KeyboardInterrupt too: the run must not stay RUNNING
         shutil.rmtree(staging, ignore_errors=True)
         reason = str(err).splitlines()[0][:500] if str(err) else type(err).__name__
         recorder.fail(f"{type(err).__name__}: {reason}")
         raise
+
+
+def _start_or_continue(recorder, ckpt: Path | None, name: str, tags: dict[str, str]) -> None:
+    """A resumed run continues its own MLflow run, so that one run id has one record."""
+    known = read_json(ckpt / "mlflow.json") if ckpt is not None else None
+    if known:
+        try:
+            recorder.client.get_run(known["run_id"])
+        except Exception:  # the store was reset or moved: record afresh
+            known = None
+    if known:
+        recorder.run_id = known["run_id"]
+        recorder.client.update_run(recorder.run_id, status="RUNNING")
+        if "oneml.failure" in recorder.client.get_run(recorder.run_id).data.tags:
+            recorder.client.delete_tag(recorder.run_id, "oneml.failure")
+        recorder.set_tags(tags)
+        return
+    recorder.start(name, tags=tags)
+    if ckpt is not None:
+        write_json(ckpt / "mlflow.json", {"run_id": recorder.run_id})
 
 
 class _Sink:
@@ -243,12 +283,11 @@ def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
     return tags | _switches(config, setup.dtype) | dict(config.tracking.tags)
 
 
-def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progress, console, extra) -> RunResult:
+def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progress, console, extra, ckpt) -> RunResult:
     from transformers import PrinterCallback
 
     from oneml.tracking.store import flatten
-    from oneml.train.callbacks import MlflowMetrics, PeakMemory, PeriodicEval, RichProgress, StepTimer
-    from oneml.train.diagnostics import EarlyLogging, StepsToThreshold
+    from oneml.train.callbacks import PeakMemory, PeriodicEval, RichProgress
 
     recorder.log_params(flatten(config.to_dict()))
     recorder.log_params({f"data.stats.{k}": str(v) for k, v in setup.data.stats.items()})
@@ -256,6 +295,69 @@ def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progr
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     setup.sink.attach(recorder, staging / "diagnostics")
+    trainer, timer, evaluator = _build_trainer(config, setup, recorder, staging, ckpt, extra)
+
+    def run_eval(step: int) -> dict[str, float]:
+        metrics = evaluator("eval")
+        recorder.log_metrics(metrics, step=step)
+        return metrics
+
+    trainer.add_callback(PeriodicEval(config.train.eval_steps, run_eval))
+    # With tqdm off the Trainer prints raw log dicts to stdout; our progress bar and MLflow replace them.
+    trainer.remove_callback(PrinterCallback)
+    resume = last_checkpoint(ckpt) if ckpt is not None else None
+    start_step = int(resume.name.split("-")[-1]) if resume else 0
+    metrics: dict[str, float] = {}
+    with console.status("scoring the reference"):
+        evaluator.prepare()
+    with _progress(progress, console) as bar:
+        if config.train.eval_before:
+            metrics |= _initial_eval(run_eval, ckpt, console)
+        if bar is not None:
+            trainer.add_callback(RichProgress(bar, f"{config.method.name} on {config.model.name}"))
+        wall_start = time.perf_counter()
+        with PeakMemory() as memory:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        wall = time.perf_counter() - wall_start
+        with console.status("evaluating after training"):
+            metrics |= run_eval(trainer.state.global_step)
+
+    steps = trainer.state.global_step
+    if steps < config.train.max_steps:
+        return _pause(config, setup, recorder, run_dir, staging, uri, ckpt, metrics, steps, steps - start_step)
+    tokens = float(trainer.state.num_input_tokens_seen or getattr(trainer, "_total_train_tokens", 0) or 0)
+    metrics |= setup.sizes | memory.metrics()
+    metrics |= {"train_seconds": timer.seconds, "train_wall_seconds": wall, "train_tokens": tokens}
+    metrics["tokens_per_second"] = tokens / timer.seconds if timer.seconds else 0.0
+    metrics["steps"] = float(steps)
+    recorder.log_metrics(metrics, step=steps)
+
+    _record_and_publish(config, setup, trainer, recorder, staging, run_dir, ckpt, metrics)
+    return RunResult(
+        config.run_id, recorder.run_id, run_dir, uri, metrics, setup.data.stats, config, trainer.model,
+        setup.tokenizer, steps_trained=steps - start_step,
+    )  # fmt: skip
+
+
+def _record_and_publish(config, setup: _Setup, trainer, recorder, staging: Path, run_dir: Path, ckpt, metrics) -> None:
+    """Outputs first, then the atomic publish, then FINISHED: a run marked finished always has its files."""
+    _write_outputs(config, setup, trainer, staging, metrics)
+    if config.train.save_adapter:
+        recorder.log_artifacts(staging / "model", "model")
+    if (staging / "diagnostics").is_dir():
+        recorder.log_artifacts(staging / "diagnostics", "diagnostics")
+    for name in ("config.yaml", "metrics.json", "data_stats.json"):
+        recorder.log_artifact(staging / name)
+    _publish(staging, run_dir)
+    if ckpt is not None:
+        shutil.rmtree(ckpt, ignore_errors=True)  # the published run supersedes its checkpoints
+    recorder.set_tags({"oneml.run_dir": str(run_dir)})
+    recorder.finish()
+
+
+def _build_trainer(config, setup: _Setup, recorder, staging: Path, ckpt, extra):
+    from oneml.train.callbacks import MlflowMetrics, StepTimer
+    from oneml.train.diagnostics import EarlyLogging, StepsToThreshold
 
     timer = StepTimer()
     callbacks: list[Any] = [MlflowMetrics(recorder), timer, EarlyLogging()]
@@ -268,64 +370,42 @@ def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progr
         import torch
 
         optimizer = torch.optim.AdamW(groups, lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
+    output_dir = ckpt if ckpt is not None else staging / "trainer"
     trainer = config.objective.build_trainer(
         model=setup.model,
         tokenizer=setup.tokenizer,
         train_dataset=setup.data.train,
         eval_dataset=setup.data.eval,
-        args=_trainer_args(config, resolve_device(config.train.device), setup.dtype, staging / "trainer"),
+        args=_trainer_args(config, resolve_device(config.train.device), setup.dtype, output_dir),
         callbacks=callbacks,
         optimizers=(optimizer, None),
         ref_model=setup.reference,
         max_length=config.data.max_length,
     )
     evaluator = config.objective.evaluator(trainer, setup.data, setup.tokenizer, config.data.max_length)
+    return trainer, timer, evaluator
 
-    def run_eval(step: int) -> dict[str, float]:
-        metrics = evaluator("eval")
-        recorder.log_metrics(metrics, step=step)
-        return metrics
 
-    trainer.add_callback(PeriodicEval(config.train.eval_steps, run_eval))
-    # With tqdm off the Trainer prints raw log dicts to stdout; our progress bar and MLflow replace them.
-    trainer.remove_callback(PrinterCallback)
-    metrics: dict[str, float] = {}
-    with console.status("scoring the reference"):
-        evaluator.prepare()
-    with _progress(progress, console) as bar:
-        if config.train.eval_before:
-            with console.status("evaluating before training"):
-                before = run_eval(0)
-            metrics |= {k.replace("eval_", "initial_eval_"): v for k, v in before.items()}
-        if bar is not None:
-            trainer.add_callback(RichProgress(bar, f"{config.method.name} on {config.model.name}"))
-        wall_start = time.perf_counter()
-        with PeakMemory() as memory:
-            trainer.train()
-        wall = time.perf_counter() - wall_start
-        with console.status("evaluating after training"):
-            metrics |= run_eval(trainer.state.global_step)
+def _initial_eval(run_eval, ckpt: Path | None, console) -> dict[str, float]:
+    """The evaluation before training; a resumed run reuses the recorded one (its model has moved since)."""
+    saved = read_json(ckpt / "initial_eval.json") if ckpt is not None else None
+    if saved is None:
+        with console.status("evaluating before training"):
+            saved = {k.replace("eval_", "initial_eval_"): v for k, v in run_eval(0).items()}
+        if ckpt is not None:
+            write_json(ckpt / "initial_eval.json", saved)
+    return saved
 
-    tokens = float(trainer.state.num_input_tokens_seen or getattr(trainer, "_total_train_tokens", 0) or 0)
-    metrics |= setup.sizes | memory.metrics()
-    metrics |= {"train_seconds": timer.seconds, "train_wall_seconds": wall, "train_tokens": tokens}
-    metrics["tokens_per_second"] = tokens / timer.seconds if timer.seconds else 0.0
-    metrics["steps"] = float(trainer.state.global_step)
-    recorder.log_metrics(metrics, step=trainer.state.global_step)
 
-    _write_outputs(config, setup, trainer, staging, metrics)
-    if config.train.save_adapter:
-        recorder.log_artifacts(staging / "model", "model")
-    if (staging / "diagnostics").is_dir():
-        recorder.log_artifacts(staging / "diagnostics", "diagnostics")
-    for name in ("config.yaml", "metrics.json", "data_stats.json"):
-        recorder.log_artifact(staging / name)
-    _publish(staging, run_dir)
-    recorder.set_tags({"oneml.run_dir": str(run_dir)})
-    recorder.finish()
+def _pause(config, setup, recorder, run_dir, staging, uri, ckpt, metrics, steps, trained) -> RunResult:
+    """Stopped at ``stop_at``: keep the checkpoint and the rung's metrics; the MLflow run stays open."""
+    shutil.rmtree(staging, ignore_errors=True)
+    metrics = {**metrics, "steps": float(steps)}
+    write_json(rung_file(ckpt, steps), metrics)
     return RunResult(
-        config.run_id, recorder.run_id, run_dir, uri, metrics, setup.data.stats, config, trainer.model, setup.tokenizer
-    )
+        config.run_id, recorder.run_id, run_dir, uri, metrics, setup.data.stats, config,
+        complete=False, steps_trained=trained,
+    )  # fmt: skip
 
 
 def _write_outputs(config, setup: _Setup, trainer, staging: Path, metrics: dict[str, float]) -> None:

@@ -1,0 +1,123 @@
+"""Executors: where a study's trials run. Each takes jobs and reports every outcome as it arrives.
+
+Every trial is a deterministic function of its config, so the executor changes only the wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from oneml.errors import OnemlError
+from oneml.registry import Registry
+from oneml.study.trial import GPU_FRACTION_ENV, Job, Outcome, run_trial
+
+
+@dataclass
+class ExecutorOptions:
+    workers: int = 1
+    gpu_fraction: float | None = None
+    ray_address: str | None = None
+
+
+Started = Callable[[Job], None]
+Done = Callable[[Job, dict[str, Any]], None]
+
+
+class Executor(Protocol):
+    def __call__(self, jobs: list[Job], options: ExecutorOptions, started: Started, done: Done) -> None: ...
+
+
+EXECUTORS: Registry[Executor] = Registry("executor")
+
+
+def run_local(jobs: list[Job], options: ExecutorOptions, started: Started, done: Done) -> None:
+    """One trial after another in this process, or --workers N trials at once in worker processes."""
+    if options.workers <= 1 and options.gpu_fraction is None:
+        for job in jobs:
+            started(job)
+            done(job, run_trial(job.config, job.stop_at))
+        return
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        slots = iter(range(10**9))
+        futures = {pool.submit(_in_process, job, options, next(slots), started): job for job in jobs}
+        for future in as_completed(futures):
+            done(futures[future], future.result())
+
+
+def _worker_env(options: ExecutorOptions, slot: int) -> dict[str, str]:
+    env = dict(os.environ)
+    # Trials share the cores: without a cap every process starts one thread per core and they thrash.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // options.workers)))
+    if options.gpu_fraction is not None:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        per_gpu = max(1, int(1 / options.gpu_fraction))
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str((slot // per_gpu) % gpus)
+        env[GPU_FRACTION_ENV] = str(options.gpu_fraction)
+    return env
+
+
+def _in_process(job: Job, options: ExecutorOptions, slot: int, started: Started) -> dict[str, Any]:
+    """Run one trial in a fresh worker process (the hidden `oneml study _trial` command)."""
+    started(job)
+    with tempfile.TemporaryDirectory(prefix="oneml-trial-") as tmp:
+        spec, result = Path(tmp) / "job.json", Path(tmp) / "outcome.json"
+        spec.write_text(json.dumps({"config": job.config, "stop_at": job.stop_at}))
+        cmd = [sys.executable, "-m", "oneml", "study", "_trial", str(spec), str(result)]
+        proc = subprocess.run(cmd, env=_worker_env(options, slot), capture_output=True, text=True)
+        if result.is_file():
+            return json.loads(result.read_text())
+    # The process died before writing its outcome (killed, out of memory, a crash in native code).
+    tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1][:500]
+    run_id = _run_id(job)
+    return Outcome(run_id, "failed", reason=f"worker process exited with code {proc.returncode}: {tail}").to_dict()
+
+
+def _run_id(job: Job) -> str:
+    from oneml.config import resolve
+
+    return resolve(job.config).run_id
+
+
+def run_ray(jobs: list[Job], options: ExecutorOptions, started: Started, done: Done) -> None:
+    """Each trial a Ray task; a local Ray instance unless --ray-address names an existing cluster."""
+    try:
+        import ray
+    except ImportError:
+        raise OnemlError("executor: ray is not installed; pip install 'oneml[cluster]'") from None
+    if not ray.is_initialized():
+        ray.init(address=options.ray_address, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=1, num_gpus=options.gpu_fraction or 0)(_ray_trial)
+    pending = {}
+    for job in jobs:
+        started(job)
+        pending[task.remote(job.config, job.stop_at, options.gpu_fraction)] = job
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        job = pending.pop(ready[0])
+        try:
+            outcome = ray.get(ready[0])
+        except Exception as err:  # the worker died (OOM kill, node lost): that trial failed, not the study
+            outcome = Outcome(_run_id(job), "failed", reason=f"ray task failed: {str(err).splitlines()[0]}").to_dict()
+        done(job, outcome)
+
+
+def _ray_trial(config: dict[str, Any], stop_at: int | None, gpu_fraction: float | None) -> dict[str, Any]:
+    if gpu_fraction is not None:
+        os.environ[GPU_FRACTION_ENV] = str(gpu_fraction)
+    return run_trial(config, stop_at)
+
+
+EXECUTORS.register("local", run_local, "this machine: sequential, or --workers N processes")
+EXECUTORS.register("ray", run_ray, "a Ray task per trial, on a local or existing (--ray-address) cluster")

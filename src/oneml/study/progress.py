@@ -1,0 +1,54 @@
+"""The live view of a study: runs done / running / failed / pruned, and the time left."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from oneml.study.expand import Trial
+from oneml.study.state import state
+
+
+class StudyProgress:
+    """A rich progress bar over trials; already-finished or pruned trials count as done from the start."""
+
+    def __init__(self, trials: list[Trial], console, enabled: bool = True):
+        self.enabled, self.console = enabled, console
+        self.counts: Counter[str] = Counter(s for s in map(state, trials) if s in ("finished", "pruned"))
+        self.total = len(trials)
+        self.running: set[str] = set()
+        self.bar, self.task = None, None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            columns = [TextColumn("[bold]study"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}")]
+            self.bar = Progress(*columns, TimeRemainingColumn(), console=self.console)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("study", total=self.total, completed=self._done(), info=self._info())
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def _done(self) -> int:
+        return self.counts["finished"] + self.counts["failed"] + self.counts["pruned"]
+
+    def _info(self) -> str:
+        c = self.counts
+        return f"done {c['finished']}  running {len(self.running)}  failed {c['failed']}  pruned {c['pruned']}"
+
+    def _refresh(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self._done(), info=self._info())
+
+    def started(self, label: str) -> None:
+        self.running.add(label)
+        self._refresh()
+
+    def finished(self, label: str, status: str) -> None:
+        self.running.discard(label)
+        if status != "paused":  # a paused run comes back at the next rung
+            self.counts[status] += 1
+        self._refresh()

@@ -1,0 +1,162 @@
+"""Running a study: expand, skip what is finished, hand the rest to an executor, record every outcome.
+
+Running again is resuming: finished and pruned runs are skipped, interrupted ones continue from their last
+checkpoint, failed ones are retried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from oneml.study.executors import EXECUTORS, ExecutorOptions
+from oneml.study.expand import Trial, expand
+from oneml.study.halving import run_halving
+from oneml.study.spec import StudySpec
+from oneml.study.state import read_entry, record, root_of, state
+from oneml.study.trial import Job
+from oneml.train.checkpoints import checkpoint_dir, read_json
+
+
+@dataclass
+class StudyResult:
+    trials: list[Trial]
+    states: dict[str, str]
+    steps_trained: int
+    """Optimizer steps this call trained (the compute it spent)."""
+    history: list[list[str]] = field(default_factory=list)
+
+
+def _with_parent(trial: Trial, parent_id: str) -> Trial:
+    tracking = trial.config.tracking
+    tags = {**tracking.tags, "mlflow.parentRunId": parent_id}
+    config = trial.config.model_copy(update={"tracking": tracking.model_copy(update={"tags": tags})})
+    return Trial(trial.track, trial.grid, trial.seed, config)
+
+
+class _Tracker:
+    """The study's MLflow side: one parent run; failures and pruning recorded on the trials' runs."""
+
+    def __init__(self, spec: StudySpec, trial: Trial):
+        from oneml.tracking import RunRecorder, resolve_tracking_uri
+
+        cfg = trial.config.tracking
+        self.recorder = RunRecorder(resolve_tracking_uri(cfg.uri, root_of(trial)), root_of(trial), cfg.experiment)
+        self.client = self.recorder.client
+        query = f"tags.`oneml.study` = '{spec.name}' and tags.`oneml.study_parent` = 'true'"
+        found = self.client.search_runs([self.recorder.experiment_id], query, max_results=1)
+        if found:
+            self.recorder.run_id = found[0].info.run_id
+            self.client.update_run(self.recorder.run_id, status="RUNNING")
+        else:
+            tags = {"oneml.study": spec.name, "oneml.study_parent": "true"}
+            self.recorder.start(spec.name, tags=tags)
+        self.parent_id = self.recorder.run_id
+
+    def trial_run(self, trial: Trial) -> str | None:
+        known = read_json(checkpoint_dir(root_of(trial), trial.run_id) / "mlflow.json")
+        if known:
+            return known["run_id"]
+        study = trial.config.tracking.tags["oneml.study"]
+        query = f"tags.`oneml.run_id` = '{trial.run_id}' and tags.`oneml.study` = '{study}'"
+        found = self.client.search_runs([self.recorder.experiment_id], query, max_results=1)
+        return found[0].info.run_id if found else None
+
+    def failed(self, trial: Trial, reason: str) -> None:
+        """A trial that failed before its run was recorded (a bad value found at load) still gets one."""
+        if self.trial_run(trial) is None:
+            tags = dict(trial.config.tracking.tags) | {"oneml.run_id": trial.run_id, "oneml.failure": reason}
+            tags |= {"oneml.config_id": trial.config.config_id, "oneml.seed": str(trial.seed)}
+            run = self.client.create_run(self.recorder.experiment_id, run_name=f"failed-{trial.run_id}", tags=tags)
+            self.client.set_terminated(run.info.run_id, "FAILED")
+
+    def pruned(self, trial: Trial, reason: str) -> None:
+        """Pruned runs end KILLED with the reason; the report sets them aside as pruned."""
+        run_id = self.trial_run(trial)
+        if run_id is not None:
+            self.client.set_tag(run_id, "oneml.pruned", "true")
+            self.client.set_tag(run_id, "oneml.pruned_reason", reason)
+            self.client.set_terminated(run_id, "KILLED")
+
+    def close(self, states: dict[str, str]) -> None:
+        counts = Counter(states.values())
+        self.recorder.set_tags({f"oneml.study.{k}": str(v) for k, v in counts.items()})
+        self.recorder.finish()
+
+
+def run_study(
+    spec: StudySpec, executor: str | None = None, options: ExecutorOptions | None = None, console=None, progress=True
+) -> StudyResult:
+    from oneml.study.progress import StudyProgress
+
+    trials = expand(spec)  # every config validated before anything runs
+    run = EXECUTORS.get(executor or spec.executor.name)
+    options = options or ExecutorOptions(spec.executor.workers, spec.executor.gpu_fraction, spec.executor.ray_address)
+    tracker = _Tracker(spec, trials[0])
+    trials = [_with_parent(t, tracker.parent_id) for t in trials]
+    by_id = {t.run_id: t for t in trials}
+    spent = 0
+    view = StudyProgress(trials, console, enabled=progress)
+
+    def execute(pairs: list[tuple[Trial, int | None]]) -> None:
+        jobs = [Job(t.config.to_dict(), stop, t.label) for t, stop in pairs]
+        run(jobs, options, lambda job: view.started(job.label), done)
+
+    def done(job: Job, outcome: dict[str, Any]) -> None:
+        nonlocal spent
+        trial = by_id[outcome["run_id"]]
+        spent += outcome["steps_trained"]
+        entry = read_entry(trial)
+        steps = entry.get("steps_trained", 0) + outcome["steps_trained"]
+        rungs = entry.get("rungs", {})
+        if outcome["status"] == "paused":
+            rungs |= {str(int(outcome["metrics"]["steps"])): outcome["metrics"]}
+        record(trial, status=outcome["status"], reason=outcome["reason"], steps_trained=steps, rungs=rungs)
+        if outcome["status"] == "failed":
+            tracker.failed(trial, outcome["reason"])
+        view.finished(job.label, outcome["status"])
+
+    def prune(trial: Trial, reason: str) -> None:
+        if state(trial) != "pruned":
+            record(trial, status="pruned", reason=reason, pruned_at=time.time())
+            tracker.pruned(trial, reason)
+            _drop_weights(trial)
+        view.finished(trial.label, "pruned")
+
+    history: list[list[str]] = []
+    with view:
+        if spec.halving:
+            history = run_halving(trials, spec.halving, execute, prune)
+        else:
+            execute([(t, None) for t in trials if state(t) not in ("finished", "pruned")])
+    states = {t.run_id: state(t) for t in trials}
+    tracker.close(states)
+    return StudyResult(trials, states, spent, history)
+
+
+def _drop_weights(trial: Trial) -> None:
+    """A pruned run never continues: its checkpoints go, its rung metrics stay (a resume re-ranks with them)."""
+    import shutil
+
+    for folder in checkpoint_dir(root_of(trial), trial.run_id).glob("checkpoint-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def study_status(spec: StudySpec) -> list[dict[str, Any]]:
+    rows = []
+    for trial in expand(spec):
+        entry = read_entry(trial)
+        rows.append(
+            dict(
+                track=trial.track,
+                grid=trial.grid,
+                seed=trial.seed,
+                run_id=trial.run_id,
+                state=state(trial),
+                reason=entry.get("reason", ""),
+                steps=entry.get("steps_trained", 0),
+            )  # fmt: skip
+        )
+    return rows

@@ -1,0 +1,102 @@
+"""The study YAML: a base run config, named tracks (each a grid over dotted keys), seeds, a budget,
+executor settings and optional successive halving. Validated at load; errors name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from oneml.config import load_yaml
+from oneml.errors import OnemlError
+from oneml.schema import Section, validate
+
+
+class Track(Section):
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    """Dotted config keys and the values to try, e.g. {method.name: [lora, pissa], method.r: [16, 32]}."""
+    base: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of the study's base for this track only (a run config mapping)."""
+
+    @field_validator("grid")
+    @classmethod
+    def _values(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"{key}: needs at least one value")
+        return grid
+
+
+class Budget(Section):
+    max_steps: int = Field(gt=0)
+    """Optimizer steps of every run (sets train.max_steps)."""
+
+
+class ExecutorSettings(Section):
+    name: str = "local"
+    """Where trials run: local (this machine, --workers processes) or ray."""
+    workers: int = Field(default=1, gt=0)
+    """Trials run at the same time (local: processes)."""
+    gpu_fraction: float | None = Field(default=None, gt=0, le=1)
+    """Share of one GPU each trial may use (several trials per GPU when below 1)."""
+    ray_address: str | None = None
+    """An existing Ray cluster to use (default: start a local one)."""
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from oneml.study.executors import EXECUTORS
+
+        if name not in EXECUTORS:
+            raise ValueError(f"must be one of {', '.join(EXECUTORS.names())}, got {name!r}")
+        return name
+
+
+class Halving(Section):
+    min_steps: int = Field(gt=0)
+    """Steps of the first rung."""
+    eta: int = Field(default=3, ge=2)
+    """Keep the best 1/eta configurations at each rung; rungs grow by eta."""
+    metric: str = "eval_loss"
+    """Metric that ranks configurations (lower is better), averaged over seeds."""
+
+
+class StudySpec(Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Study name; its runs are tagged oneml.study=<name>."""
+    base: dict[str, Any] = Field(default_factory=dict)
+    """The run config every trial starts from (as in `oneml train` YAML)."""
+    tracks: dict[str, Track] = Field(default_factory=lambda: {"main": Track()})
+    """Named tracks; each expands its grid x seeds."""
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    """Seeds of every configuration (train.seed)."""
+    budget: Budget | None = None
+    """Steps per run (default: the base's train.max_steps)."""
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    """Executor settings; the CLI options override them."""
+    halving: Halving | None = None
+    """Successive halving: prune poor configurations at rungs instead of running every one to the end."""
+    save_steps: int | None = Field(default=None, gt=0)
+    """Checkpoint interval of every run, so an interrupted run resumes (default: about a quarter of the budget)."""
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError("must be a non-empty list of distinct integers")
+        return seeds
+
+    @model_validator(mode="after")
+    def _rungs(self) -> StudySpec:
+        if self.halving and self.budget and self.halving.min_steps >= self.budget.max_steps:
+            raise ValueError(f"halving.min_steps must be below budget.max_steps ({self.budget.max_steps})")
+        return self
+
+
+def load_study(path: str | Path) -> StudySpec:
+    data = load_yaml(path)
+    try:
+        return validate(StudySpec, data)
+    except OnemlError as err:
+        raise OnemlError(f"{path}: {err}") from None
