@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import csv
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from synthetic import make_config, normal
 
+from browser import CHROMIUM, SKIP_REASON, chromium, console_messages
 from oneml.analysis import DecisionOptions, analyse, load_study, write_report
 from oneml.analysis.figures import all_figures, colours
 from oneml.analysis.html import figure
 from oneml.analysis.results import StudyResults
 from oneml.errors import OnemlError
 
-CHROMIUM = Path("/usr/bin/chromium")
 FIGURES_WITH_DATA = {"bars", "convergence", "stability", "distributions", "pareto", "adalora_ranks", "dora"}
 FIGURES_WITHOUT = {"kappa"}  # the standard study records no condition numbers
 
@@ -117,29 +116,7 @@ def test_rewrite_is_atomic_and_foreign_folders_are_kept(demo, tmp_path):
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
-def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--enable-logging=stderr",
-        "--v=0",
-    ]
-    return subprocess.run([str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=180)
-
-
-def console_messages(stderr: str) -> list[str]:
-    """Console output and uncaught errors, as Chromium logs them with --enable-logging=stderr."""
-    return [line for line in stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=SKIP_REASON)
 def test_report_in_headless_chromium(written, tmp_path):
     from PIL import Image
 

@@ -57,6 +57,7 @@ def test_sequential_study_skips_finished_and_isolates_failure(tmp_path):
 
     report = load_results("tiny", _uri(tmp_path), artifacts=False)
     assert len(report.configs) == 4 and all(len(c.runs) == 2 for c in report.configs)
+    _report_opens_in_a_browser(tmp_path)
     _final(load_study(write_study(tmp_path)))  # every finished run is published with its metrics
 
 
@@ -73,3 +74,26 @@ def test_workers_and_ray_give_the_same_results(tmp_path):
         assert got.keys() == expected.keys()
         for run_id, loss in expected.items():
             assert got[run_id] == pytest.approx(loss, abs=1e-4), (name, run_id)
+
+
+def _report_opens_in_a_browser(tmp_path):
+    """The decision report of this real tiny-model study, as headless Chromium shows it."""
+    import re
+
+    from browser import CHROMIUM, chromium, console_messages
+    from oneml.analysis import write_report
+
+    files = write_report([load_results("tiny", _uri(tmp_path))], tmp_path / "report")
+    html = files["report.html"]
+    if not CHROMIUM.exists():
+        pytest.skip("needs /usr/bin/chromium (.ci/run installs it)")
+    shot = tmp_path / "shot.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1400,3000", html.as_uri())
+    assert shot.is_file() and shot.stat().st_size > 20_000
+    dom = chromium(tmp_path, "--dump-dom", html.as_uri())
+    assert not console_messages(dom.stderr)
+    rows = re.search(r'<table class="decision" id="table-decision">.*?<tbody>(.*?)</tbody>', dom.stdout, re.S)
+    assert rows and len(re.findall(r"<tr", rows.group(1))) == 7
+    for key in ("convergence", "bars", "stability", "pareto"):
+        body = re.search(rf'<figure id="figure-{key}" data-state="data">.*?</figure>', dom.stdout, re.S)
+        assert body and "<svg" in body.group(0), key
