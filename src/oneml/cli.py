@@ -276,17 +276,8 @@ def study_run_cmd(
     _study_run(spec, executor, workers, gpu_fraction, ray_address, quiet)
 
 
-@study_app.command("resume")
-def study_resume_cmd(
-    spec: Path = typer.Argument(..., help="Study YAML."),
-    executor: str | None = typer.Option(None, "--executor", help="local (default) or ray."),
-    workers: int | None = typer.Option(None, "--workers", min=1, help="Trials at once."),
-    gpu_fraction: float | None = typer.Option(None, "--gpu-fraction", min=0.01, max=1.0, help="GPU share per trial."),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: local)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
-):
-    """Same as run: finished and pruned runs are skipped, the rest continue."""
-    _study_run(spec, executor, workers, gpu_fraction, ray_address, quiet)
+# resume takes exactly run's options: a rerun skips finished and pruned runs and continues the rest.
+study_app.command("resume", help="Same as run: finished and pruned runs are skipped, the rest continue.")(study_run_cmd)
 
 
 def _status_table(spec) -> None:
