@@ -148,3 +148,25 @@ def test_early_grad_norm_logging_and_steps_to_threshold(tmp_path):
     assert steps == [1, 10, 20]  # the first step, then every 10 steps within the first 100
     (threshold,) = client.get_metric_history(result.mlflow_run_id, "steps_to_threshold")
     assert threshold.value == 1.0  # any loss is below 100: reached at the first logged step
+
+
+def test_divergence_fails_the_run_at_its_step(tmp_path):
+    from transformers import TrainerCallback
+
+    from oneml.train.diagnostics import TrainingDiverged
+
+    class Poison(TrainerCallback):
+        """Simulates a numerical blow-up: one adapter weight becomes NaN after step 2."""
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 2:
+                with torch.no_grad():
+                    next(p for n, p in model.named_parameters() if "lora_B" in n).fill_(float("nan"))
+
+    cfg = tiny_config(tmp_path, "train.eval_before=false")
+    with pytest.raises(TrainingDiverged, match="non-finite gradients at step 3"):
+        train(cfg, progress=False, callbacks=[Poison()])
+    (run,) = list_runs(resolve_tracking_uri(None, tmp_path))
+    assert run["status"] == "FAILED" and "TrainingDiverged" in run["tags"]["oneml.failure"]
+    assert "step 3" in run["tags"]["oneml.failure"]
+    assert list((tmp_path / "runs").iterdir()) == []

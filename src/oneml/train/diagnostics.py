@@ -34,3 +34,29 @@ class StepsToThreshold(TrainerCallback):
         if self.step is None and loss is not None and loss <= self.threshold:
             self.step = state.global_step
             self.log_metrics({"steps_to_threshold": float(self.step)}, state.global_step)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients became NaN/Inf: the run stops and is recorded as failed at that step."""
+
+
+class StopOnNonFinite(TrainerCallback):
+    """Checks the gradients before every optimizer step (after clipping, before they touch the weights), so a
+    diverged run fails at the step it diverged instead of finishing with NaN weights and NaN metrics."""
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        import torch
+
+        grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+        if grads and not all(torch.isfinite(g).all() for g in grads):
+            raise TrainingDiverged(
+                f"non-finite gradients at step {state.global_step + 1} (loss or gradients are NaN/Inf); "
+                "lower train.learning_rate or check the data"
+            )
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        import math
+
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise TrainingDiverged(f"training loss is {loss} at step {state.global_step}")

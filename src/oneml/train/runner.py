@@ -357,10 +357,10 @@ def _record_and_publish(config, setup: _Setup, trainer, recorder, staging: Path,
 
 def _build_trainer(config, setup: _Setup, recorder, staging: Path, ckpt, extra):
     from oneml.train.callbacks import MlflowMetrics, StepTimer
-    from oneml.train.diagnostics import EarlyLogging, StepsToThreshold
+    from oneml.train.diagnostics import EarlyLogging, StepsToThreshold, StopOnNonFinite
 
     timer = StepTimer()
-    callbacks: list[Any] = [MlflowMetrics(recorder), timer, EarlyLogging()]
+    callbacks: list[Any] = [MlflowMetrics(recorder), timer, EarlyLogging(), StopOnNonFinite()]
     if config.train.loss_threshold is not None:
         callbacks.append(StepsToThreshold(config.train.loss_threshold, recorder.log_metrics))
     callbacks += config.method.callbacks(setup.model, setup.ctx) + list(extra)
