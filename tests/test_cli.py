@@ -7,20 +7,10 @@ import sys
 
 import pytest
 
-from oneml.cli import main
+from clikit import run_cli
 from oneml.data import DATASETS
 from oneml.methods import METHODS
 from oneml.models import MODELS
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize("command, registry", [("models", MODELS), ("datasets", DATASETS), ("methods", METHODS)])

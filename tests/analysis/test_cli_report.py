@@ -7,18 +7,8 @@ import sys
 
 import pytest
 
+from clikit import run_cli
 from oneml.analysis.decision import PRIORITIES
-from oneml.cli import main
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from methodkit import tiny
 
 from oneml import LoRAConfig
-from oneml.config import ModelConfig
 from oneml.methods import MethodContext
 from oneml.methods.diagnostics import (
     ConditionNumbers,
@@ -20,11 +20,6 @@ from oneml.methods.diagnostics import (
     magnitude_change,
 )
 from oneml.methods.targets import adapted_layers
-from oneml.models import load_model_and_tokenizer
-
-
-def tiny() -> torch.nn.Module:
-    return load_model_and_tokenizer(ModelConfig(name="tiny-llama"))[0]
 
 
 class Sink:

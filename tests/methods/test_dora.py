@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from methodkit import CTX, tiny
 
-from oneml.config import ModelConfig
-from oneml.methods import MethodContext
 from oneml.methods.dora import DoRAConfig
 from oneml.methods.targets import adapted_layers
-from oneml.models import load_model_and_tokenizer
-
-CTX = MethodContext()
-
-
-def tiny() -> torch.nn.Module:
-    return load_model_and_tokenizer(ModelConfig(name="tiny-llama"))[0]
 
 
 def row_norm(weight: torch.Tensor) -> torch.Tensor:

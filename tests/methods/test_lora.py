@@ -7,25 +7,12 @@ import math
 
 import pytest
 import torch
+from methodkit import CTX, logits, tiny
 from safetensors.torch import load_file
 
 from oneml import LoRAConfig, OnemlError, load_run_config
-from oneml.config import ModelConfig
 from oneml.methods import MethodContext
 from oneml.methods.targets import adapted_layers
-from oneml.models import load_model_and_tokenizer
-
-CTX = MethodContext()
-IDS = torch.randint(0, 255, (2, 12), generator=torch.Generator().manual_seed(1))
-
-
-def tiny() -> torch.nn.Module:
-    return load_model_and_tokenizer(ModelConfig(name="tiny-llama"))[0]
-
-
-def logits(model: torch.nn.Module) -> torch.Tensor:
-    with torch.no_grad():
-        return model.eval()(IDS).logits
 
 
 def perturb(model: torch.nn.Module, seed: int = 0) -> None:

@@ -6,28 +6,14 @@ import json
 
 import pytest
 import torch
+from methodkit import CTX, logits, tiny
 
-from oneml.config import ModelConfig
-from oneml.methods import MethodContext
 from oneml.methods.pissa import PiSSAConfig
 from oneml.methods.targets import adapted_layers
-from oneml.models import load_model_and_tokenizer
-
-CTX = MethodContext()
-IDS = torch.randint(0, 255, (2, 12), generator=torch.Generator().manual_seed(1))
-
-
-def tiny() -> torch.nn.Module:
-    return load_model_and_tokenizer(ModelConfig(name="tiny-llama"))[0]
 
 
 def originals() -> dict[str, torch.Tensor]:
     return {n: m.weight.detach().clone() for n, m in tiny().named_modules() if isinstance(m, torch.nn.Linear)}
-
-
-def logits(model: torch.nn.Module) -> torch.Tensor:
-    with torch.no_grad():
-        return model.eval()(IDS).logits
 
 
 def test_exact_svd_init_is_the_top_r_svd_and_the_residual_reconstructs_w():

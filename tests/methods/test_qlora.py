@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from methodkit import CTX, logits, tiny
 
-from oneml.config import ModelConfig
-from oneml.methods import MethodContext
 from oneml.methods.lora import LoRAConfig
 from oneml.methods.pissa import PiSSAConfig
 from oneml.methods.qlora import QLoRAConfig
 from oneml.methods.targets import adapted_layers
-from oneml.models import describe_model, load_model_and_tokenizer
+from oneml.models import describe_model
 from oneml.models.quantization import dequantize_model, dequantized_weight, is_quantized, quantize_model
-
-bnb = pytest.importorskip("bitsandbytes")
-
-CTX = MethodContext()
-IDS = torch.randint(0, 255, (2, 12), generator=torch.Generator().manual_seed(1))
-
-
-def tiny() -> torch.nn.Module:
-    return load_model_and_tokenizer(ModelConfig(name="tiny-llama"))[0]
-
-
-def logits(model: torch.nn.Module) -> torch.Tensor:
-    with torch.no_grad():
-        return model.eval()(IDS).logits
 
 
 def perturb(model: torch.nn.Module) -> None:

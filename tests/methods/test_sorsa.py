@@ -6,10 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from methodkit import CTX, tiny
 from transformers import Trainer, TrainingArguments
 
-from oneml.config import ModelConfig
-from oneml.methods import MethodContext
 from oneml.methods.sorsa import (
     OrthonormalStep,
     SORSAConfig,
@@ -18,13 +17,6 @@ from oneml.methods.sorsa import (
     singular_vectors,
 )
 from oneml.methods.targets import adapted_layers
-from oneml.models import load_model_and_tokenizer
-
-CTX = MethodContext()
-
-
-def tiny() -> torch.nn.Module:
-    return load_model_and_tokenizer(ModelConfig(name="tiny-llama"))[0]
 
 
 def test_regularizer_on_a_hand_computed_case():
