@@ -335,9 +335,9 @@ def main(argv: list[str] | None = None) -> None:
 
         err.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a run (exit 128 + the signal's number)
+        err.print(str(exc) or "interrupted", markup=False, highlight=False)
+        sys.exit(getattr(exc, "exit_code", 130))
 
 
 if __name__ == "__main__":

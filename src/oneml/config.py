@@ -85,6 +85,10 @@ class TrainConfig(Section):
     """AdamW weight decay."""
     max_grad_norm: float = Field(default=1.0, gt=0)
     """Gradient clipping norm."""
+    max_grad_norm_stop: float | None = Field(default=1e4, gt=0)
+    """Fail the run at the first step whose gradient norm before clipping exceeds this (exploding gradients);
+    null turns the check off. Healthy fine-tuning runs stay within 0.1-100, so 1e4 only catches runs that have
+    blown up (clipping would otherwise hide it until the loss turns NaN)."""
     logging_steps: int = Field(default=5, gt=0)
     """Log training metrics every this many steps."""
     eval_steps: int | None = Field(default=None, gt=0)

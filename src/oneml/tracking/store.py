@@ -110,9 +110,10 @@ class RunRecorder:
     def finish(self) -> None:
         self.client.set_terminated(self.run_id, "FINISHED")
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, status: str = "FAILED") -> None:
+        """FAILED, or KILLED for an interrupted run (Ctrl-C, SIGTERM), which a rerun continues."""
         self.set_tags({"oneml.failure": reason})
-        self.client.set_terminated(self.run_id, "FAILED")
+        self.client.set_terminated(self.run_id, status)
 
 
 def _is_number(value: Any) -> bool:

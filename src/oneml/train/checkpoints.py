@@ -9,8 +9,16 @@ the evaluation before training (the model has moved since) and the MLflow run to
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
+
+from oneml.train.faults import fault
+
+KEEP = 2
+"""Complete checkpoints kept: the newest, and the one before in case the newest turns out unreadable."""
+_PARTIAL = ".partial-"
 
 
 def checkpoint_dir(root: Path, run_id: str) -> Path:
@@ -21,8 +29,56 @@ def last_checkpoint(folder: Path) -> Path | None:
     """The newest checkpoint whose trainer state was written (a crash mid-save leaves an incomplete one)."""
     if not folder.is_dir():
         return None
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    done = [p for p in folder.glob("checkpoint-*") if _readable(p / "trainer_state.json")]
+    return max(done, key=_step, default=None)
+
+
+def _step(path: Path) -> int:
+    return int(path.name.split("-")[-1])
+
+
+def _readable(state: Path) -> bool:
+    try:
+        return isinstance(json.loads(state.read_text()), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def atomic_saves(trainer) -> None:
+    """Make the Trainer publish each checkpoint with one rename, keep the newest ``KEEP``, and clear what a
+    killed save left behind. Wraps the trainer instance's own save: no callback runs between its writes."""
+    folder = Path(trainer.args.output_dir)
+    for leftover in folder.glob(f"{_PARTIAL}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    save = trainer._save_checkpoint
+
+    def save_then_rename(model, trial):
+        staging = folder / f"{_PARTIAL}{trainer.state.global_step}"
+        shutil.rmtree(staging, ignore_errors=True)
+        trainer.args.output_dir = str(staging)
+        try:
+            save(model, trial)  # writes staging/checkpoint-N (and rotates nothing: it is alone there)
+            written = staging / f"checkpoint-{trainer.state.global_step}"
+            fault("checkpoint")
+            final = folder / written.name
+            if final.exists():  # a stale one from an earlier attempt at this step
+                _remove(final)
+            os.replace(written, final)
+        finally:
+            trainer.args.output_dir = str(folder)
+            shutil.rmtree(staging, ignore_errors=True)
+        for old in sorted(folder.glob("checkpoint-*"), key=_step)[:-KEEP]:
+            _remove(old)
+
+    trainer._save_checkpoint = save_then_rename
+
+
+def _remove(path: Path) -> None:
+    """Rename first, so that a kill mid-delete leaves a partial folder, never a damaged ``checkpoint-N``."""
+    doomed = path.parent / f"{_PARTIAL}old-{path.name}"
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def read_json(path: Path) -> Any:

@@ -21,6 +21,8 @@ import yaml
 from oneml.config import RunConfig
 from oneml.errors import OnemlError
 from oneml.train.checkpoints import StopAt, checkpoint_dir, last_checkpoint, read_json, rung_file, write_json
+from oneml.train.faults import fault
+from oneml.train.guard import RunGuard, check_disk, explain, guarded, release_memory
 
 
 @dataclass
@@ -132,6 +134,7 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*will be removed in v6.*", category=FutureWarning)
 
 
+@guarded  # SIGTERM ends the run like Ctrl-C; out of memory while loading becomes one actionable line
 def train(
     config: RunConfig,
     *,
@@ -158,19 +161,40 @@ def train(
     uri = resolve_tracking_uri(config.tracking.uri, root)
     if stop_at is not None and not config.train.save_steps:
         raise OnemlError("stop_at: needs train.save_steps, or the paused run could not continue")
+    check_disk(config, root, setup.sizes, uri)
     recorder = RunRecorder(uri, root, config.tracking.experiment)
     run_dir = root / "runs" / config.run_id
     staging = run_dir.parent / f".{run_dir.name}.tmp-{os.getpid()}"
     ckpt = checkpoint_dir(root, config.run_id) if config.train.save_steps else None
     _start_or_continue(recorder, ckpt, _run_name(config), _tags(config, setup, device))
-    extra = list(callbacks or []) + ([StopAt(stop_at)] if stop_at is not None else [])
+    guard = RunGuard()
+    extra = list(callbacks or []) + ([StopAt(stop_at)] if stop_at is not None else []) + [guard]
     try:
         return _execute(config, setup, recorder, run_dir, staging, uri, progress, console, extra, ckpt)
     except BaseException as err:  # KeyboardInterrupt too: the run must not stay RUNNING
         shutil.rmtree(staging, ignore_errors=True)
-        reason = str(err).splitlines()[0][:500] if str(err) else type(err).__name__
-        recorder.fail(f"{type(err).__name__}: {reason}")
-        raise
+        failure = explain(err, config, guard.step, root)  # out of memory, disk full: one actionable line
+        _record_failure(recorder, config, err, failure, guard.step)
+        if failure is None:
+            raise
+    del setup  # raised outside the handler, so that the failed step's tensors are freed before the caller goes on
+    release_memory()
+    raise failure
+
+
+def _record_failure(recorder, config: RunConfig, err: BaseException, failure, step: int) -> None:
+    """FAILED with the reason; KILLED for Ctrl-C or SIGTERM, whose run resumes from its checkpoint when rerun."""
+    text = str(failure or err)
+    reason = text.splitlines()[0][:500] if text else type(err).__name__
+    status = "FAILED"
+    if isinstance(err, KeyboardInterrupt):
+        status = "KILLED"
+        reason = f"{text or 'interrupted'} at step {step}" + ("; rerun to resume" if config.train.save_steps else "")
+    try:
+        recorder.fail(f"{type(err).__name__}: {reason}", status=status)
+    except Exception as store:  # a full disk can take the store down too; the error itself must still surface
+        if failure is not None:
+            failure.args = (f"{failure} (the MLflow record could not be updated: {type(store).__name__})",)
 
 
 def _start_or_continue(recorder, ckpt: Path | None, name: str, tags: dict[str, str]) -> None:
@@ -259,6 +283,7 @@ def _setup(config: RunConfig, device: str, console) -> _Setup:
         model, tokenizer = load_model_and_tokenizer(config.model, device=device, seed=config.train.seed)
     with console.status(f"preparing {config.data.dataset}"):
         data = config.objective.prepare(config.data, tokenizer)
+        fault("prepare")
     if config.model.adapter:
         with console.status(f"merging the starting point {config.model.adapter}"):
             model = start_from(model, config.model.adapter, Path(config.tracking.root).resolve(), config.model.name)
@@ -348,6 +373,7 @@ def _record_and_publish(config, setup: _Setup, trainer, recorder, staging: Path,
         recorder.log_artifacts(staging / "diagnostics", "diagnostics")
     for name in ("config.yaml", "metrics.json", "data_stats.json"):
         recorder.log_artifact(staging / name)
+    fault("mlflow")
     _publish(staging, run_dir)
     if ckpt is not None:
         shutil.rmtree(ckpt, ignore_errors=True)  # the published run supersedes its checkpoints
@@ -357,7 +383,8 @@ def _record_and_publish(config, setup: _Setup, trainer, recorder, staging: Path,
 
 def _build_trainer(config, setup: _Setup, recorder, staging: Path, ckpt, extra):
     from oneml.train.callbacks import MlflowMetrics, StepTimer
-    from oneml.train.diagnostics import EarlyLogging, StepsToThreshold, StopOnNonFinite
+    from oneml.train.checkpoints import atomic_saves
+    from oneml.train.diagnostics import EarlyLogging, StepsToThreshold, StopOnNonFinite, stop_on_exploding_norm
 
     timer = StepTimer()
     callbacks: list[Any] = [MlflowMetrics(recorder), timer, EarlyLogging(), StopOnNonFinite()]
@@ -382,6 +409,9 @@ def _build_trainer(config, setup: _Setup, recorder, staging: Path, ckpt, extra):
         ref_model=setup.reference,
         max_length=config.data.max_length,
     )
+    stop_on_exploding_norm(trainer, config.train.max_grad_norm_stop)
+    if ckpt is not None:
+        atomic_saves(trainer)
     evaluator = config.objective.evaluator(trainer, setup.data, setup.tokenizer, config.data.max_length)
     return trainer, timer, evaluator
 
