@@ -66,6 +66,9 @@ class DataConfig(Section):
     """System message put before every conversation that has none."""
     chat_template: str | None = None
     """Chat template when the tokenizer has none (or to replace it): "chatml" or a Jinja template string."""
+    packing: bool = True
+    """SFT: padding-free batches (examples concatenated into one row, position ids restarting per example, no
+    attention across examples; same loss). Switched off, with the reason recorded, where it is not exact."""
 
 
 class TrainConfig(Section):
@@ -112,6 +115,9 @@ class TrainConfig(Section):
     <root>/runs/.<run id>.ckpt/; a rerun of the same run resumes from it. Off by default; studies set it."""
     save_adapter: bool = True
     """Save the trained adapter (or full model) under the run directory and as an MLflow artifact."""
+    chunked_loss: bool = True
+    """Compute the LM head + loss in chunks of tokens, never the full (tokens x vocabulary) logits (SFT, DPO, ORPO);
+    false = the trainer's own head (TRL's fused head for SFT/DPO, full logits for ORPO)."""
 
 
 class TrackingConfig(Section):

@@ -6,10 +6,27 @@ its held-out data, so the run assembly in `train/` never branches on an objectiv
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from oneml.registry import Registry, import_submodules
 from oneml.schema import Section
+
+
+@dataclass(frozen=True)
+class Speed:
+    """The speed switches a run actually uses, each with the reason when a requested one is off."""
+
+    packing: bool = False
+    packing_reason: str = ""
+    chunked_loss: bool = False
+    chunked_reason: str = ""
+
+    def tags(self) -> dict[str, str]:
+        tags = {"oneml.switch.packing": str(self.packing).lower()}
+        tags["oneml.switch.chunked_loss"] = str(self.chunked_loss).lower()
+        reasons = {"packing": self.packing_reason, "chunked_loss": self.chunked_reason}
+        return tags | {f"oneml.switch.{k}_off_reason": v for k, v in reasons.items() if v}
 
 
 class ObjectiveConfig(Section):
@@ -20,6 +37,26 @@ class ObjectiveConfig(Section):
     def check(self, method: Any) -> None:
         """Refuse an incompatible method (OnemlError) before anything is loaded."""
 
+    packs: ClassVar[bool] = False
+    """True when this objective's batches can be padding-free packed (`oneml.data.packing`)."""
+
+    def speed(self, model: Any, config: Any) -> Speed:
+        """The switches this run uses on ``model`` (after the method applied), from ``config`` (a RunConfig)."""
+        from oneml.data.packing import packing_problem
+        from oneml.objectives.chunked import unsupported_reason
+
+        packing, packing_reason = config.data.packing, ""
+        if packing and not self.packs:
+            packing, packing_reason = False, f"{self.name} batches are not packed"
+        elif packing:
+            packing_reason = packing_problem(model) or ""
+            packing = not packing_reason
+        chunked, chunked_reason = config.train.chunked_loss, ""
+        if chunked:
+            chunked_reason = unsupported_reason(model) or ""
+            chunked = not chunked_reason
+        return Speed(packing, packing_reason, chunked, chunked_reason)
+
     def prepare(self, data_cfg: Any, tokenizer: Any) -> Any:
         """Train/eval datasets for this objective (a `oneml.data.PreparedData`)."""
         raise NotImplementedError
@@ -29,7 +66,8 @@ class ObjectiveConfig(Section):
         return None
 
     def build_trainer(self, **kwargs: Any) -> Any:
-        """Return a transformers Trainer for this objective (see `oneml.train.runner`)."""
+        """Return a transformers Trainer for this objective (see `oneml.train.runner`); ``speed`` (a `Speed`)
+        says whether to pack batches and to use the chunked head."""
         raise NotImplementedError
 
     def evaluator(self, trainer: Any, data: Any, tokenizer: Any, max_length: int) -> Any:

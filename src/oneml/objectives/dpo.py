@@ -9,7 +9,8 @@ The reference is the starting point of the run (the base, or the model an earlie
   full fine-tuning);
 - ``reference: precomputed``: reference log-probs computed once over the training pairs before
   training, then no reference model at all during training.
-TRL's DPOTrainer trains; `losses.dpo_loss` is the formula the tests hold it to.
+TRL's DPOTrainer trains (its per-token log-probs through our chunked LM head by default,
+`oneml.objectives.chunked`); `losses.dpo_loss` is the formula the tests hold it to.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ class DPOObjective(PreferenceObjective):
         return ref
 
     def build_trainer(
-        self, *, model, tokenizer, train_dataset, eval_dataset, args, callbacks, optimizers, ref_model, max_length
-    ):
+        self, *, model, tokenizer, train_dataset, eval_dataset, args, callbacks, optimizers, ref_model, max_length,
+        speed=None,
+    ):  # fmt: skip
         from trl import DPOConfig, DPOTrainer
 
         dpo_args = DPOConfig(
@@ -63,7 +65,7 @@ class DPOObjective(PreferenceObjective):
             loss_type=["robust"] if self.label_smoothing else ["sigmoid"],
             precompute_ref_log_probs=self.reference == "precomputed",
         )
-        return DPOTrainer(
+        trainer = DPOTrainer(
             model=model,
             ref_model=ref_model,
             args=dpo_args,
@@ -73,6 +75,14 @@ class DPOObjective(PreferenceObjective):
             callbacks=callbacks,
             optimizers=optimizers,
         )
+        if speed is not None and speed.chunked_loss:
+            from oneml.objectives.chunked import install_chunked_head
+
+            # TRL logs the policy's entropy, mean logit and top-1 accuracy; of the reference it reads log-probs only.
+            install_chunked_head(trainer.model, stats=("entropy", "mean_logits", "is_top1"))
+            if trainer.ref_model is not None:
+                install_chunked_head(trainer.ref_model, stats=())
+        return trainer
 
     def scores(self, seq):
         loss, chosen, rejected = dpo_loss(

@@ -4,7 +4,8 @@
 
 with p the completion's length-normalised likelihood. No reference model: SFT and preference in one
 stage, so policy-only memory. TRL's ORPOTrainer (trl.experimental.orpo) trains, where the weight
-lambda is called beta; `losses.orpo_loss` is the formula the tests hold it to.
+lambda is called beta; by default its forward goes through our chunked LM head instead of the full
+(2B, T, V) logits (`chunked_forward`). `losses.orpo_loss` is the formula the tests hold it to.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ class ORPOObjective(PreferenceObjective):
     """Weight of the odds-ratio term against the SFT term (`lambda` in YAML)."""
 
     def build_trainer(
-        self, *, model, tokenizer, train_dataset, eval_dataset, args, callbacks, optimizers, ref_model, max_length
-    ):
+        self, *, model, tokenizer, train_dataset, eval_dataset, args, callbacks, optimizers, ref_model, max_length,
+        speed=None,
+    ):  # fmt: skip
         from trl.experimental.orpo import ORPOConfig
 
         orpo_args = ORPOConfig(**trainer_common_args(args, max_length), beta=self.lambda_)
-        return _counting_trainer()(
+        trainer = _counting_trainer()(
             model=model,
             args=orpo_args,
             train_dataset=train_dataset,
@@ -40,6 +42,12 @@ class ORPOObjective(PreferenceObjective):
             callbacks=callbacks,
             optimizers=optimizers,
         )
+        if speed is not None and speed.chunked_loss:
+            from oneml.objectives.chunked import install_chunked_head
+
+            install_chunked_head(trainer.model, stats=("mean_logits",))
+            trainer.chunked = True
+        return trainer
 
     def scores(self, seq):
         chosen_mean = seq["policy_chosen"] / seq["chosen_len"]
@@ -62,6 +70,27 @@ class ORPOObjective(PreferenceObjective):
         }
 
 
+def chunked_forward(trainer, model, batch):
+    """TRL's ORPO ``concatenated_forward`` from one pass of per-token log-probs instead of (2B, T, V) logits.
+
+    ORPO's NLL is over every real token of the chosen side (prompt included, TRL's choice) and its
+    odds use the completion-token mean; both come from the same per-token log-probs. The logged
+    "logits" are the mean logit of each real token (TRL averages over padding too).
+    """
+    cat = trainer.concatenated_inputs(
+        batch, is_encoder_decoder=False, padding_value=trainer.padding_value, device=trainer.accelerator.device
+    )
+    n = batch["chosen_labels"].shape[0]
+    ids, mask = cat["concatenated_input_ids"], cat["concatenated_attention_mask"]  # (2B, T)
+    out = model(ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100), fused_lm_head=True, use_cache=False)
+    logps, real = out.log_probs, out.label_mask  # (2B, T-1)
+    chosen_nll = -logps[:n].sum() / real[:n].sum().clamp(min=1)
+    completion = cat["concatenated_labels"][:, 1:] != -100  # (2B, T-1)
+    mean = (logps * completion).sum(-1) / completion.sum(-1).clamp(min=1)  # (2B,)
+    means = out.mean_logits
+    return mean[:n], mean[n:], means[:n][real[:n]], means[n:][real[n:]], chosen_nll
+
+
 def _counting_trainer():
     """ORPOTrainer's batches carry chosen_/rejected_ keys, not input_ids, so the Trainer's own token count
     stays 0; this subclass counts the real (unpadded) tokens of both sides, for tokens/s."""
@@ -69,6 +98,13 @@ def _counting_trainer():
 
     class CountingORPOTrainer(ORPOTrainer):
         _total_train_tokens = 0
+        chunked = False
+        """True when the model carries our chunked head: the forward below then never builds the logits."""
+
+        def concatenated_forward(self, model, batch):
+            if not self.chunked or self.is_encoder_decoder or self.aux_loss_enabled:
+                return super().concatenated_forward(model, batch)
+            return chunked_forward(self, model, batch)
 
         def training_step(self, model, inputs, *args, **kwargs):
             for side in ("chosen", "rejected"):

@@ -3,18 +3,21 @@
     L = - (1 / |R|) * sum_{t in R} log p(x_t | x_<t)
 
 where R is the set of positions whose label is not -100 (the assistant's tokens by default; the
-data layer builds the labels). TRL's SFTTrainer computes it, with token accuracy and token counts.
+data layer builds the labels). TRL's SFTTrainer computes it, with token accuracy and token counts,
+over padding-free packed batches (`oneml.data.packing`) and through our chunked LM head
+(`oneml.objectives.chunked`) by default; both leave L unchanged (tests/perf).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from oneml.objectives import OBJECTIVES, ObjectiveConfig
+from oneml.objectives import OBJECTIVES, ObjectiveConfig, Speed
 
 
 class SFTObjective(ObjectiveConfig):
     name: Literal["sft"] = "sft"
+    packs = True
 
     def prepare(self, data_cfg, tokenizer):
         from oneml.data import prepare_sft
@@ -33,16 +36,19 @@ class SFTObjective(ObjectiveConfig):
         optimizers,
         ref_model,
         max_length,
+        speed: Speed | None = None,
     ):
         from trl import SFTConfig, SFTTrainer
 
+        speed = speed or Speed()
         sft_args = SFTConfig(
             **args,
             max_length=None,  # the data layer already truncated
             dataset_kwargs={"skip_prepare_dataset": True},
             remove_unused_columns=False,
+            padding_free=speed.packing,
         )
-        return SFTTrainer(
+        trainer = SFTTrainer(
             model=model,
             args=sft_args,
             train_dataset=train_dataset,
@@ -51,6 +57,11 @@ class SFTObjective(ObjectiveConfig):
             callbacks=callbacks,
             optimizers=optimizers,
         )
+        if speed.chunked_loss:
+            from oneml.objectives.chunked import install_chunked_head
+
+            install_chunked_head(trainer.model)
+        return trainer
 
     def evaluator(self, trainer, data, tokenizer, max_length):
         return _TokenEvaluator(trainer)

@@ -106,16 +106,15 @@ def _trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> di
     )
 
 
-def _switches(config: RunConfig, dtype) -> dict[str, str]:
-    """Every speed switch, recorded so that comparisons between runs are honest."""
+def _switches(config: RunConfig, dtype, speed) -> dict[str, str]:
+    """Every speed switch, recorded so that comparisons between runs are honest (``speed``: what the objective
+    resolved for this model, with the reason for any requested switch left off)."""
     return {
         "oneml.switch.dtype": str(dtype).replace("torch.", ""),
         "oneml.switch.gradient_checkpointing": str(config.train.gradient_checkpointing).lower(),
-        "oneml.switch.packing": "false",
         "oneml.switch.compile": "false",
         "oneml.switch.kernels": "none",
-        "oneml.switch.chunked_lm_head": "true",
-    }
+    } | speed.tags()
 
 
 def quiet_libraries() -> None:
@@ -254,6 +253,7 @@ class _Setup:
     ctx: Any
     sink: _Sink
     reference: Any = None
+    speed: Any = None
 
 
 def _setup(config: RunConfig, device: str, console) -> _Setup:
@@ -293,7 +293,8 @@ def _setup(config: RunConfig, device: str, console) -> _Setup:
         model.enable_input_require_grads()  # a frozen embedding would otherwise cut the graph under checkpointing
     set_seed(config.train.seed)  # the adapter's random init must not depend on what loading consumed
     model = config.method.apply(model, ctx)
-    return _Setup(model, tokenizer, data, dtype, describe_model(model), ctx, sink, reference)
+    speed = config.objective.speed(model, config)
+    return _Setup(model, tokenizer, data, dtype, describe_model(model), ctx, sink, reference, speed)
 
 
 def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
@@ -305,7 +306,7 @@ def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
     tags |= {"oneml.seed": str(config.train.seed), "oneml.device": device}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
     tags |= {f"hardware.{k}": v for k, v in hardware().items()}
-    return tags | _switches(config, setup.dtype) | dict(config.tracking.tags)
+    return tags | _switches(config, setup.dtype, setup.speed) | dict(config.tracking.tags)
 
 
 def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progress, console, extra, ckpt) -> RunResult:
@@ -408,6 +409,7 @@ def _build_trainer(config, setup: _Setup, recorder, staging: Path, ckpt, extra):
         optimizers=(optimizer, None),
         ref_model=setup.reference,
         max_length=config.data.max_length,
+        speed=setup.speed,
     )
     stop_on_exploding_norm(trainer, config.train.max_grad_norm_stop)
     if ckpt is not None:

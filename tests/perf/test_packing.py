@@ -1,0 +1,76 @@
+"""Padding-free packing gives the padded batch's loss and gradients (fp32), and is switched off, with a reason,
+where it would not: prompt-learning methods and attention that ignores the packed position ids."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from peft import LoraConfig, PrefixTuningConfig, get_peft_model
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from oneml.config import ModelConfig
+from oneml.data.packing import packing_problem
+from oneml.models import load_model_and_tokenizer
+from oneml.objectives.chunked import install_chunked_head
+
+TOL = dict(rtol=1e-5, atol=1e-6)
+
+
+def examples():
+    """Three SFT examples of different lengths with prompt tokens masked, as the data layer builds them."""
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for length, prompt in ((11, 4), (5, 2), (8, 3)):
+        ids = torch.randint(3, 250, (length,), generator=gen).tolist()
+        out.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def lora_model():
+    torch.manual_seed(0)
+    base = load_model_and_tokenizer(ModelConfig(name="tiny-llama"))[0]
+    return get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).train()
+
+
+def loss_and_grads(model, batch, fused: bool):
+    batch = {**batch, "use_cache": False}  # as TRL's compute_loss passes it: with a cache the block mask is skipped
+    out = model(**batch, fused_lm_head=True) if fused else model(**batch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return out.loss, torch.autograd.grad(out.loss, params)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_packed_batch_has_the_padded_loss_and_gradients(lora_model, chunked):
+    model = copy.deepcopy(lora_model)
+    if chunked:
+        install_chunked_head(model)
+    padded = DataCollatorForLanguageModeling(pad_token_id=0)(examples())
+    packed = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(examples())
+    assert packed["input_ids"].shape == (1, 24) and "attention_mask" not in packed  # one row, no pad token
+    assert packed["position_ids"].tolist()[0] == list(range(11)) + list(range(5)) + list(range(8))
+    packed = {k: packed[k] for k in ("input_ids", "labels", "position_ids")}
+    loss_padded, grads_padded = loss_and_grads(model, padded, fused=chunked)
+    loss_packed, grads_packed = loss_and_grads(model, packed, fused=chunked)
+    torch.testing.assert_close(loss_packed, loss_padded, **TOL)
+    for got, want in zip(grads_packed, grads_padded, strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+def test_packing_without_the_block_mask_would_differ(lora_model, monkeypatch):
+    """The equality above rests on transformers building a block mask from the restarting position ids; without
+    it (an attention that ignores them) examples attend to each other, which the probe detects."""
+    import transformers.masking_utils as masking
+
+    assert packing_problem(lora_model) is None
+    monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)
+    reason = packing_problem(lora_model)
+    assert reason is not None and "mixes packed examples" in reason
+
+
+def test_prompt_learning_is_not_packed():
+    base = load_model_and_tokenizer(ModelConfig(name="tiny-llama"))[0]
+    model = get_peft_model(base, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    assert "prefix_tuning" in packing_problem(model)
