@@ -1,0 +1,86 @@
+"""Held-out loss, perplexity and token accuracy of the trained model, on the run's own evaluation split.
+
+The split is rebuilt from the run's data settings (same seed, same size), so on an SFT run the loss equals
+the ``eval_loss`` training recorded: a check that the reloaded model is the trained one. On a preference
+run it is the loss on the *chosen* answers. Token-weighted, like training's evaluation
+(`oneml.eval.perplexity`): exp of the mean over all answer tokens, not a mean of batch means.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from oneml.data.templates import IGNORE_INDEX
+from oneml.eval.benchmarks import BENCHMARKS, Benchmark, BenchResult, EvalContext, EvalOptions
+
+
+class HeldOut(Benchmark):
+    name = "perplexity"
+
+    def load(self, options: EvalOptions, config: Any) -> Any:
+        from oneml.data.sources import load_rows
+
+        load_rows(config.data)  # a dataset that has gone missing fails here, before the model loads
+        return config
+
+    def total(self, items: Any) -> int:
+        return 1
+
+    def score(self, ctx: EvalContext, items: Any) -> BenchResult:
+        examples = eval_examples(ctx.config, ctx.tokenizer)
+        if ctx.options.limit is not None:
+            examples = examples[: ctx.options.limit]
+        nll, correct, count = token_sums(ctx.model, examples, ctx.options.batch_size, ctx.tokenizer.pad_token_id or 0)
+        ctx.advance(1)
+        loss = nll / max(count, 1)
+        return BenchResult(
+            metrics={"token_accuracy": correct / max(count, 1)},
+            lower={"loss": loss, "perplexity": math.exp(min(loss, 50.0))},
+            details={"examples": len(examples), "tokens": count, "dataset": ctx.config.data.dataset},
+        )
+
+
+def eval_examples(config: Any, tokenizer: Any) -> list[dict[str, list[int]]]:
+    """input_ids/labels of the run's evaluation split (chosen answers for preference data)."""
+    data = config.objective.prepare(config.data, tokenizer)
+    if "input_ids" in data.eval.column_names:
+        return [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in data.eval]
+    out = []
+    for r in data.eval:
+        prompt = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
+        answer = tokenizer(r["chosen"], add_special_tokens=False)["input_ids"]
+        ids = (prompt + answer)[: config.data.max_length]
+        labels = ([IGNORE_INDEX] * len(prompt) + answer)[: config.data.max_length]
+        out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+@torch.no_grad()
+def token_sums(model: Any, examples: list[dict[str, list[int]]], batch_size: int, pad: int) -> tuple[float, float, int]:
+    """(sum of -log p, number of correct top-1 predictions, number of label tokens) over ``examples``."""
+    device = next(model.parameters()).device
+    nll, correct, count = 0.0, 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i : i + batch_size]
+        width = max(len(e["input_ids"]) for e in chunk)
+        ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in chunk], device=device)
+        labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in chunk], device=device)
+        mask = torch.tensor(
+            [[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in chunk], device=device
+        )
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, V)
+        target = labels[:, 1:]
+        keep = target != IGNORE_INDEX
+        logps = torch.log_softmax(logits, dim=-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        nll -= float(logps[keep].double().sum())
+        correct += float((logits.argmax(-1) == target)[keep].sum())
+        count += int(keep.sum())
+    return nll, correct, count
+
+
+BENCHMARKS.register(
+    "perplexity", HeldOut, "Held-out loss, perplexity and token accuracy on the run's own evaluation split"
+)

@@ -1,0 +1,110 @@
+"""A finished run, opened again: its config, its folder, its MLflow record and its trained model.
+
+`oneml eval` and `oneml export` both start here. A run is named by its run id (the folder
+``<root>/runs/<run id>``, a unique prefix is enough) or by the folder itself. The model is rebuilt the
+way training built it: the base from ``model`` (a random-init preset from the same seed gives the same
+weights), the earlier run merged in when the run started from one, then the method's saved weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from oneml.errors import OnemlError
+
+
+@dataclass
+class TrainedRun:
+    run_id: str
+    folder: Path
+    """<root>/runs/<run id>: config.yaml, metrics.json, model/."""
+    config: Any
+    """The run's RunConfig."""
+    root: Path
+    """The run root the run was recorded under (for runs it started from)."""
+
+    @property
+    def model_dir(self) -> Path:
+        return self.folder / "model"
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        import json
+
+        path = self.folder / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def load(self, device: str = "cpu") -> tuple[Any, Any]:
+        """(the trained model with its method applied, unmerged; the tokenizer), in eval mode."""
+        return load_trained(self, device)
+
+    def mlflow_run_id(self, tracking_uri: str | None = None) -> str | None:
+        """The MLflow run that recorded this run (the newest FINISHED one), or None."""
+        from mlflow.tracking import MlflowClient
+
+        from oneml.tracking.store import quiet_mlflow, resolve_tracking_uri
+
+        quiet_mlflow()
+        uri = resolve_tracking_uri(tracking_uri or self.config.tracking.uri, self.root)
+        client = MlflowClient(tracking_uri=uri)
+        ids = [e.experiment_id for e in client.search_experiments()]
+        if not ids:
+            return None
+        runs = client.search_runs(
+            ids,
+            filter_string=f"tags.`oneml.run_id` = '{self.run_id}' and attributes.status = 'FINISHED'",
+            order_by=["start_time DESC"],
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+
+def open_run(spec: str, root: str | Path = "oneml-runs") -> TrainedRun:
+    """The run named by ``spec``: a run id (or unique prefix) under ``root``, or a run folder."""
+    from oneml.config import RunConfig
+
+    root = Path(root).resolve()
+    folder = _find_folder(spec, root)
+    config_file = folder / "config.yaml"
+    if not config_file.is_file():
+        raise OnemlError(f"RUN: {folder} has no config.yaml; is it a finished oneml run folder?")
+    config = RunConfig.model_validate(yaml.safe_load(config_file.read_text()))
+    if folder.parent.name == "runs" and folder.parent.parent != root:
+        root = folder.parent.parent  # a folder given directly carries its own root
+    return TrainedRun(run_id=config.run_id, folder=folder, config=config, root=root)
+
+
+def _find_folder(spec: str, root: Path) -> Path:
+    direct = Path(spec).expanduser()
+    if (direct / "config.yaml").is_file():
+        return direct.resolve()
+    runs = root / "runs"
+    if "/" not in spec and runs.is_dir():
+        matches = sorted(p for p in runs.iterdir() if p.is_dir() and p.name.startswith(spec) and spec)
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            names = ", ".join(p.name for p in matches[:5])
+            raise OnemlError(f"RUN: {spec!r} matches {len(matches)} runs under {runs} ({names}); give more of the id")
+    raise OnemlError(f"RUN: {spec!r} is neither a run id under {runs} nor a run folder (with config.yaml)")
+
+
+def load_trained(run: TrainedRun, device: str = "cpu") -> tuple[Any, Any]:
+    """Rebuild the trained model exactly as training left it (adapter attached, not merged)."""
+    from oneml.models import load_model_and_tokenizer
+    from oneml.train.start import start_from
+
+    config = run.config
+    if not config.train.save_adapter or not run.model_dir.is_dir():
+        raise OnemlError(f"RUN: {run.folder} has no saved model (the run had train.save_adapter: false)")
+    model, tokenizer = load_model_and_tokenizer(config.model, device=device, seed=config.train.seed)
+    if config.model.adapter:
+        model = start_from(model, config.model.adapter, run.root, config.model.name)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    model = config.method.load(model, run.model_dir)
+    return model.to(device).eval(), tokenizer
