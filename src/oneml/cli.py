@@ -229,6 +229,71 @@ def recommend_cmd(
         out.print(Panel(body, title=escape(title), title_align="left", expand=False))
 
 
+@app.command("eval")
+def eval_cmd(
+    run: str = typer.Argument(..., help="Run id (or a unique prefix) under --root, or a run folder."),
+    benchmarks: str = typer.Option(
+        "perplexity,eos,inference",
+        "--benchmarks",
+        "-b",
+        help="Comma-separated: gsm8k, ifeval, truthfulqa, perplexity, eos, inference, lm-eval:<task>.",
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Score at most N items per benchmark."),
+    shots: int | None = typer.Option(None, "--shots", min=0, help="Few-shot examples (gsm8k default 8)."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="Generation budget per item."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Prompts generated or scored together."),
+    data: list[str] = typer.Option([], "--data", help="Local stand-in for a benchmark's data: NAME=FILE (repeatable)."),
+    hub: bool = typer.Option(
+        False, "--hub", help="Read GSM8K from the Hugging Face hub (default: package index copy)."
+    ),
+    lm_eval_include: Path | None = typer.Option(None, "--lm-eval-include", help="Folder of local lm-eval task YAMLs."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+):
+    """Score a trained run on benchmarks; scores go to the run's MLflow record and <run>/eval/."""
+    from oneml.eval.benchmarks import EvalOptions
+    from oneml.eval.run import evaluate_run
+
+    files = {}
+    for item in data:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise OnemlError(f"--data: expected NAME=FILE, got {item!r}")
+        files[name.strip()] = Path(path).expanduser()
+    options = EvalOptions(limit, shots, max_new_tokens, batch_size, files, hub, lm_eval_include)
+    names = [b for b in benchmarks.split(",") if b.strip()]
+    report = evaluate_run(run, names, options, root=root, tracking_uri=tracking_uri, device=device, console=err,
+                          progress=not quiet)  # fmt: skip
+    table = Table("metric", "value")
+    for key, value in report.metrics.items():
+        table.add_row(key, f"{value:.4g}")
+    out.print(table)
+    if "eos" in report.results:
+        out.print(f"generation check: {report.results['eos'].details['verdict']}")
+    where = f"MLflow run {report.mlflow_run_id}" if report.mlflow_run_id else "no MLflow record found for this run"
+    err.print(f"recorded: {where}; details under {root / 'runs' / report.run_id / 'eval'}")
+
+
+@app.command("export")
+def export_cmd(
+    run: str = typer.Argument(..., help="Run id (or a unique prefix) under --root, or a run folder."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder to write (must be empty or new)."),
+    mode: str = typer.Option("merged", "--mode", help="merged (a plain transformers model) or adapter (peft)."),
+    dtype: str | None = typer.Option(None, "--dtype", help="Save merged weights as float32, bfloat16 or float16."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
+    root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
+):
+    """Export a trained run: merged safetensors model or the adapter alone, with a model card."""
+    from oneml.export import export_run
+    from oneml.train.runner import quiet_libraries
+
+    quiet_libraries()
+    done = export_run(run, out_dir, mode=mode, root=root, dtype=dtype, force=force, console=err)
+    out.print(f"exported {done.mode} model to {done.folder}: {', '.join(done.files)}")
+
+
 @app.command("ui")
 def ui_cmd(
     root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
