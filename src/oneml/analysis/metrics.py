@@ -1,7 +1,8 @@
 """The metrics the analysis knows: their direction (is higher better?) and how to show them.
 
 A name is written down once, here; tables, statistics, decisions and figures look it up. Downstream
-benchmarks (`bench/<name>`) are scores, higher is better, and are recognised by their prefix.
+benchmarks (`bench/<name>`) are scores, higher is better, and are recognised by their prefix;
+`bench-lower/<name>` values are better lower.
 Two metrics are derived at load time (see `results.py`): `peak_memory_mib` (the CUDA peak when the run
 had a GPU, else the resident-set peak) and `train_loss_auc` (the mean training loss over the run).
 """
@@ -45,20 +46,27 @@ _TABLE = (
     Metric("train_wall_seconds", "wall time s", False, ",.1f", cost=True),
     Metric("steps_to_threshold", "steps to threshold", False, ",.0f", cost=True),
     Metric("train_loss_auc", "mean train loss", False, cost=True),
+    Metric("inference_ms_per_token", "ms/token (adapter)", False, ".2f", cost=True),
+    Metric("inference_merged_ms_per_token", "ms/token (merged)", False, ".2f", cost=True),
+    Metric("inference_peak_mib", "inference peak MiB", False, ",.0f", cost=True),
 )
 METRICS: dict[str, Metric] = {m.key: m for m in _TABLE}
 BENCH_PREFIX = "bench/"
+BENCH_LOWER_PREFIX = "bench-lower/"
+"""Benchmark values where lower is better (a perplexity): `oneml eval` records them under this prefix."""
 
 
 def metric(key: str) -> Metric:
     """The metric named ``key``; unknown names (e.g. a new benchmark) are scores where higher is better."""
     if key in METRICS:
         return METRICS[key]
+    if key.startswith(BENCH_LOWER_PREFIX):
+        return Metric(key, key[len(BENCH_LOWER_PREFIX) :], False)
     label = key[len(BENCH_PREFIX) :] if key.startswith(BENCH_PREFIX) else key
     return Metric(key, label, True)
 
 
 def summary_keys(available: set[str]) -> list[str]:
     """The metrics worth summarising per configuration, in display order, limited to those recorded."""
-    bench = sorted(k for k in available if k.startswith(BENCH_PREFIX))
+    bench = sorted(k for k in available if k.startswith((BENCH_PREFIX, BENCH_LOWER_PREFIX)))
     return [k for k in METRICS if k in available] + bench

@@ -27,6 +27,8 @@ class StudyResult:
     steps_trained: int
     """Optimizer steps this call trained (the compute it spent)."""
     history: list[list[str]] = field(default_factory=list)
+    evaluated: dict[str, str] = field(default_factory=dict)
+    """Run id -> evaluated / skipped / the failure reason, when the study has an eval stage."""
 
 
 def _with_parent(trial: Trial, parent_id: str) -> Trial:
@@ -92,6 +94,10 @@ def run_study(
     from oneml.study.progress import StudyProgress
 
     trials = expand(spec)  # every config validated before anything runs
+    if spec.eval:
+        from oneml.study.evaluate import check_stage
+
+        check_stage(spec.eval, trials[0])
     run = EXECUTORS.get(executor or spec.executor.name)
     options = options or ExecutorOptions(spec.executor.workers, spec.executor.gpu_fraction, spec.executor.ray_address)
     tracker = _Tracker(spec, trials[0])
@@ -132,8 +138,13 @@ def run_study(
         else:
             execute([(t, None) for t in trials if state(t) not in ("finished", "pruned")])
     states = {t.run_id: state(t) for t in trials}
+    evaluated = {}
+    if spec.eval:
+        from oneml.study.evaluate import evaluate_trials
+
+        evaluated = evaluate_trials(spec.eval, trials, states, console if progress else None)
     tracker.close(states)
-    return StudyResult(trials, states, spent, history)
+    return StudyResult(trials, states, spent, history, evaluated)
 
 
 def _drop_weights(trial: Trial) -> None:

@@ -62,6 +62,19 @@ class Halving(Section):
     """Metric that ranks configurations (lower is better), averaged over seeds."""
 
 
+class EvalStage(Section):
+    benchmarks: list[str] = Field(min_length=1)
+    """Benchmarks scored on every finished run after training, as `oneml eval --benchmarks` names them."""
+    limit: int | None = Field(default=None, gt=0)
+    """Score at most this many items per benchmark."""
+    shots: int | None = Field(default=None, ge=0)
+    """Few-shot examples where a benchmark takes them."""
+    max_new_tokens: int | None = Field(default=None, gt=0)
+    """Generation budget per item."""
+    batch_size: int = Field(default=8, gt=0)
+    """Prompts generated or scored together."""
+
+
 class StudySpec(Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     """Study name; its runs are tagged oneml.study=<name>."""
@@ -77,6 +90,8 @@ class StudySpec(Section):
     """Executor settings; the CLI options override them."""
     halving: Halving | None = None
     """Successive halving: prune poor configurations at rungs instead of running every one to the end."""
+    eval: EvalStage | None = None
+    """An evaluation stage: benchmarks run on each finished run (their scores join the report)."""
     save_steps: int | None = Field(default=None, gt=0)
     """Checkpoint interval of every run, so an interrupted run resumes (default: about a quarter of the budget)."""
 
