@@ -35,11 +35,27 @@ def train_cmd(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    launcher: str | None = typer.Option(None, "--launcher", help="accelerate or torchrun: one run, many processes."),
+    nproc: int | None = typer.Option(None, "--nproc", min=1, help="Processes per node (distributed.nproc)."),
+    nnodes: int | None = typer.Option(None, "--nnodes", min=1, help="Nodes (distributed.nnodes)."),
+    node_rank: int | None = typer.Option(None, "--node-rank", min=0, help="This node's rank (distributed.node_rank)."),
+    master_addr: str | None = typer.Option(None, "--master-addr", help="Node 0's address (distributed.master_addr)."),
+    master_port: int | None = typer.Option(None, "--master-port", help="Rendezvous port (distributed.master_port)."),
+    strategy: str | None = typer.Option(None, "--strategy", help="ddp, fsdp, zero2 or zero3 (distributed.strategy)."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="With --launcher: write the generated configs, print the launch command, start nothing.",
+    ),
 ):
     """Fine-tune one model with one method; record the run in MLflow."""
     from oneml.config import load_run_config
+    from oneml.distributed import world
 
     overrides = list(set_) + ([f"tracking.uri={tracking_uri}"] if tracking_uri else [])
+    given = dict(launcher=launcher, nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr)
+    given |= dict(master_port=master_port, strategy=strategy)
+    overrides += [f"distributed.{k}={v}" for k, v in given.items() if v is not None]
     cfg = load_run_config(config, overrides)
     if print_config:
         import yaml
@@ -47,13 +63,43 @@ def train_cmd(
         out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="", markup=False, highlight=False)
         out.print(f"# run id: {cfg.run_id}", markup=False, highlight=False)
         return
+    if cfg.distributed.launcher != "none" and not world.launched():
+        return _launch(cfg, quiet, dry_run)
     from oneml.train import train
     from oneml.train.summary import summary_table
 
     result = train(cfg, progress=not quiet, console=err)
+    world.finish()
+    if not world.current().is_main:
+        return
     out.print(summary_table(result))
     uri = result.tracking_uri
     out.print(f"open the MLflow UI with: oneml ui{'' if 'oneml-runs' in uri else ' --tracking-uri ' + uri}")
+
+
+def _launch(cfg, quiet: bool, dry_run: bool) -> None:
+    """Check the run here (a bad value fails before any process starts), then start it under its launcher."""
+    import shlex
+
+    from oneml.distributed import launch, strategies
+    from oneml.train.runner import resolve_device
+
+    try:
+        strategies.check(cfg, resolve_device(cfg.train.device))
+    except OnemlError as problem:
+        if not dry_run:
+            raise
+        err.print(f"note: {problem}", markup=False, highlight=False)  # a dry run still shows what it would start
+    plan = launch.prepare(cfg, quiet=quiet)
+    for role, path in plan.files.items():
+        err.print(f"{role}: {path}", markup=False, highlight=False)
+    if dry_run:
+        out.print(shlex.join(plan.command), markup=False, highlight=False, soft_wrap=True)
+        return
+    code = launch.run(plan)
+    if code:
+        err.print(f"the {cfg.distributed.launcher} run exited with code {code}; its processes' messages are above")
+        raise typer.Exit(code)
 
 
 @app.command("keys")

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from oneml.data.formats import FORMATS
 from oneml.data.templates import LABELERS
+from oneml.distributed.strategies import STRATEGIES
 from oneml.errors import OnemlError
 from oneml.methods import METHODS, MethodConfig
 from oneml.objectives import OBJECTIVES, ObjectiveConfig
@@ -120,6 +121,38 @@ class TrainConfig(Section):
     false = the trainer's own head (TRL's fused head for SFT/DPO, full logits for ORPO)."""
 
 
+class DistributedConfig(Section):
+    launcher: Literal["none", "accelerate", "torchrun"] = "none"
+    """Spread one run over processes: none (this process), accelerate (`accelerate launch`) or torchrun.
+    `oneml train` relaunches itself through it; only rank 0 records to MLflow and publishes the run."""
+    nproc: int = Field(default=1, gt=0)
+    """Processes per node (one per GPU; on CPU each takes a share of the cores)."""
+    nnodes: int = Field(default=1, gt=0)
+    """Nodes; run the same `oneml train` command on each with its own node_rank."""
+    node_rank: int = Field(default=0, ge=0)
+    """This node's rank (0 on the node that hosts the rendezvous)."""
+    master_addr: str = "127.0.0.1"
+    """Address of node 0 (the rendezvous)."""
+    master_port: int = Field(default=29500, gt=0, lt=65536)
+    """Rendezvous port on node 0."""
+    strategy: Literal[tuple(STRATEGIES.names())] = "ddp"  # type: ignore[valid-type]
+    """ddp, fsdp (FSDP2), zero2 or zero3 (DeepSpeed, generated from this config; needs deepspeed and CUDA)."""
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """Collective backend: auto = nccl on CUDA, gloo on CPU."""
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+    @model_validator(mode="after")
+    def _topology(self) -> DistributedConfig:
+        if self.launcher == "none" and self.world_size > 1:
+            raise ValueError("nproc/nnodes above 1 need a launcher (accelerate or torchrun)")
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank must be below nnodes ({self.nnodes}), got {self.node_rank}")
+        return self
+
+
 class TrackingConfig(Section):
     root: str = "oneml-runs"
     """Directory for run outputs and the default SQLite MLflow store."""
@@ -146,6 +179,8 @@ class RunConfig(Section):
     """Optimisation budget and settings."""
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     """Where results are recorded."""
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    """One run over several processes, GPUs or nodes (launcher, processes, strategy)."""
 
     @field_validator("method", mode="before")
     @classmethod
@@ -163,7 +198,7 @@ class RunConfig(Section):
     @property
     def config_id(self) -> str:
         """hash(resolved config without the seed): the runs of one configuration across seeds share it."""
-        payload = {k: v for k, v in self.to_dict().items() if k != "tracking"}
+        payload = self._identity()
         payload["train"] = {k: v for k, v in payload["train"].items() if k != "seed"}
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -174,9 +209,17 @@ class RunConfig(Section):
 
         Tracking settings are left out: where a result is recorded does not change the result.
         """
-        payload = {k: v for k, v in self.to_dict().items() if k != "tracking"}
-        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        blob = json.dumps(self._identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def _identity(self) -> dict[str, Any]:
+        """What determines the result: not where it is recorded, nor how processes find each other; a run over
+        several processes is a different experiment (another effective batch), one process keeps its old id."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in ("tracking", "distributed")}
+        d = self.distributed
+        if d.world_size > 1:
+            payload["distributed"] = {"world_size": d.world_size, "strategy": d.strategy}
+        return payload
 
 
 def _dispatch(registry: Any, value: Any, field: str) -> Any:

@@ -26,24 +26,25 @@ def evaluate_tokens(trainer, prefix: str = "eval") -> dict[str, float]:
     model = trainer.model
     was_training = model.training
     model.eval()
-    nll = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.float64)
-    count = 0
+    totals = torch.zeros(3, dtype=torch.float64)  # -sum log p, correct top-1, label tokens
     start = time.perf_counter()
     for batch in trainer.get_eval_dataloader():
         batch = trainer._prepare_inputs(batch)
         out = model(**batch, fused_lm_head=True)  # log_probs, is_top1, label_mask: (B, T-1)
-        nll -= out.log_probs.double().sum().cpu()
-        correct += out.is_top1.double().sum().cpu()
-        count += int(out.label_mask.sum())
+        rows = torch.stack([-out.log_probs.double().sum(-1), out.is_top1.double().sum(-1)], dim=-1)
+        rows = torch.cat([rows, out.label_mask.double().sum(-1, keepdim=True)], dim=-1)  # (B, 3)
+        # Over several processes each holds a shard of the eval rows (the last one padded with repeats, which
+        # gather_for_metrics drops), so the sums are over every row exactly once, whatever the process count.
+        totals += trainer.accelerator.gather_for_metrics(rows).sum(0).cpu()
     seconds = time.perf_counter() - start
     if was_training:
         model.train()
-    loss = float(nll / max(count, 1))
+    nll, correct, count = float(totals[0]), float(totals[1]), int(totals[2])
+    loss = nll / max(count, 1)
     return {
         f"{prefix}_loss": loss,
         f"{prefix}_perplexity": math.exp(min(loss, 50.0)),
-        f"{prefix}_token_accuracy": float(correct / max(count, 1)),
+        f"{prefix}_token_accuracy": correct / max(count, 1),
         f"{prefix}_tokens": float(count),
         f"{prefix}_seconds": seconds,
     }

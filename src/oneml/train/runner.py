@@ -19,8 +19,18 @@ from typing import Any
 import yaml
 
 from oneml.config import RunConfig
+from oneml.distributed import strategies
+from oneml.distributed import world as worlds
 from oneml.errors import OnemlError
-from oneml.train.checkpoints import StopAt, checkpoint_dir, last_checkpoint, read_json, rung_file, write_json
+from oneml.train.checkpoints import (
+    StopAt,
+    checkpoint_dir,
+    clear_leftovers,
+    last_checkpoint,
+    read_json,
+    rung_file,
+    write_json,
+)
 from oneml.train.faults import fault
 from oneml.train.guard import RunGuard, check_disk, explain, guarded, release_memory
 
@@ -76,7 +86,7 @@ def _trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> di
     t = config.train
     # Two kept checkpoints: a kill during a save leaves the previous one complete.
     saving = dict(save_strategy="steps", save_steps=t.save_steps, save_total_limit=2) if t.save_steps else {}
-    return saving | dict(
+    args = saving | dict(
         output_dir=str(output_dir),
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,
@@ -103,7 +113,10 @@ def _trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> di
         # TRL turns checkpointing on by default (and bf16); both are set explicitly so our config decides.
         activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
+        # Loss over the label tokens of the whole global batch, whatever the process count (strategies.py).
+        average_tokens_across_devices=True,
     )
+    return args | strategies.trainer_args(config, device)
 
 
 def _switches(config: RunConfig, dtype, speed) -> dict[str, str]:
@@ -154,18 +167,24 @@ def train(
     from oneml.tracking import RunRecorder, resolve_tracking_uri
 
     console = console or Console(stderr=True)
+    world = worlds.joined(config)
+    progress = progress and world.is_main
     device = resolve_device(config.train.device)
+    strategies.check(config, device)
     root = _prepare_root(config.tracking.root)
     setup = _setup(config, device, console)  # user errors surface here, before the store is touched
     uri = resolve_tracking_uri(config.tracking.uri, root)
     if stop_at is not None and not config.train.save_steps:
         raise OnemlError("stop_at: needs train.save_steps, or the paused run could not continue")
     check_disk(config, root, setup.sizes, uri)
-    recorder = RunRecorder(uri, root, config.tracking.experiment)
+    # One run, one record: only rank 0 writes to MLflow and publishes the run directory.
+    recorder = RunRecorder(uri, root, config.tracking.experiment) if world.is_main else worlds.SilentRecorder()
     run_dir = root / "runs" / config.run_id
     staging = run_dir.parent / f".{run_dir.name}.tmp-{os.getpid()}"
+    clear_leftovers(run_dir)
     ckpt = checkpoint_dir(root, config.run_id) if config.train.save_steps else None
-    _start_or_continue(recorder, ckpt, _run_name(config), _tags(config, setup, device))
+    if world.is_main:
+        _start_or_continue(recorder, ckpt, _run_name(config), _tags(config, setup, device))
     guard = RunGuard()
     extra = list(callbacks or []) + ([StopAt(stop_at)] if stop_at is not None else []) + [guard]
     try:
@@ -304,6 +323,8 @@ def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
     tags |= {"oneml.method": config.method.name, "oneml.model": config.model.name}
     tags |= {"oneml.objective": config.objective.name, "oneml.dataset": config.data.dataset}
     tags |= {"oneml.seed": str(config.train.seed), "oneml.device": device}
+    d = config.distributed
+    tags |= {"oneml.world_size": str(d.world_size), "oneml.launcher": d.launcher, "oneml.strategy": d.strategy}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
     tags |= {f"hardware.{k}": v for k, v in hardware().items()}
     return tags | _switches(config, setup.dtype, setup.speed) | dict(config.tracking.tags)
@@ -317,11 +338,12 @@ def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progr
 
     recorder.log_params(flatten(config.to_dict()))
     recorder.log_params({f"data.stats.{k}": str(v) for k, v in setup.data.stats.items()})
-    recorder.log_metrics(setup.sizes, step=0)
+    recorder.log_metrics(setup.sizes | worlds.batch_sizes(config), step=0)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     setup.sink.attach(recorder, staging / "diagnostics")
     trainer, timer, evaluator = _build_trainer(config, setup, recorder, staging, ckpt, extra)
+    recorder.set_tags(worlds.engine_tags(config, trainer))
 
     def run_eval(step: int) -> dict[str, float]:
         metrics = evaluator("eval")
@@ -352,7 +374,7 @@ def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progr
     if steps < config.train.max_steps:
         return _pause(config, setup, recorder, run_dir, staging, uri, ckpt, metrics, steps, steps - start_step)
     tokens = float(trainer.state.num_input_tokens_seen or getattr(trainer, "_total_train_tokens", 0) or 0)
-    metrics |= setup.sizes | memory.metrics()
+    metrics |= setup.sizes | memory.metrics() | worlds.batch_sizes(config)
     metrics |= {"train_seconds": timer.seconds, "train_wall_seconds": wall, "train_tokens": tokens}
     metrics["tokens_per_second"] = tokens / timer.seconds if timer.seconds else 0.0
     metrics["steps"] = float(steps)
@@ -367,6 +389,11 @@ def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progr
 
 def _record_and_publish(config, setup: _Setup, trainer, recorder, staging: Path, run_dir: Path, ckpt, metrics) -> None:
     """Outputs first, then the atomic publish, then FINISHED: a run marked finished always has its files."""
+    if not worlds.current().is_main:  # rank 0 publishes; the others only join a collective save
+        if config.train.save_adapter:
+            worlds.collective_save(config, trainer, staging / "model")
+        shutil.rmtree(staging, ignore_errors=True)
+        return
     _write_outputs(config, setup, trainer, staging, metrics)
     if config.train.save_adapter:
         recorder.log_artifacts(staging / "model", "model")
@@ -433,7 +460,8 @@ def _pause(config, setup, recorder, run_dir, staging, uri, ckpt, metrics, steps,
     """Stopped at ``stop_at``: keep the checkpoint and the rung's metrics; the MLflow run stays open."""
     shutil.rmtree(staging, ignore_errors=True)
     metrics = {**metrics, "steps": float(steps)}
-    write_json(rung_file(ckpt, steps), metrics)
+    if worlds.current().is_main:
+        write_json(rung_file(ckpt, steps), metrics)
     return RunResult(
         config.run_id, recorder.run_id, run_dir, uri, metrics, setup.data.stats, config,
         complete=False, steps_trained=trained,
@@ -446,7 +474,8 @@ def _write_outputs(config, setup: _Setup, trainer, staging: Path, metrics: dict[
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (staging / "data_stats.json").write_text(json.dumps(setup.data.stats, indent=2, sort_keys=True))
     if config.train.save_adapter:
-        config.method.save(trainer.model, staging / "model")
+        if not worlds.collective_save(config, trainer, staging / "model"):
+            config.method.save(trainer.model, staging / "model")
         setup.tokenizer.save_pretrained(staging / "model")
 
 
