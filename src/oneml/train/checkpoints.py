@@ -81,6 +81,26 @@ def _remove(path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
+def clear_leftovers(run_dir: Path) -> None:
+    """Remove the staging folders that killed attempts at this run left (``.<run id>.tmp-<pid>``, ``.old-<pid>``);
+    a live process's are kept, so that two processes never delete each other's work."""
+    for kind in ("tmp", "old"):
+        for path in run_dir.parent.glob(f".{run_dir.name}.{kind}-*"):
+            pid = path.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
