@@ -160,6 +160,10 @@ class TrackingConfig(Section):
     """MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db)."""
     experiment: str = "oneml"
     """MLflow experiment name."""
+    artifact_location: str | None = None
+    """Where the experiment stores artifacts (adapters, configs), set when it is created: s3://bucket/prefix for
+    S3 or MinIO (endpoint and keys from MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; needs
+    boto3), or a file:// URI. Default: <root>/artifacts for a local store, the server's choice otherwise."""
     run_name: str | None = None
     """MLflow run name (default: <method>-<model>-<run id>)."""
     tags: dict[str, str] = Field(default_factory=dict)

@@ -45,7 +45,8 @@ class _Tracker:
         from oneml.tracking import RunRecorder, resolve_tracking_uri
 
         cfg = trial.config.tracking
-        self.recorder = RunRecorder(resolve_tracking_uri(cfg.uri, root_of(trial)), root_of(trial), cfg.experiment)
+        uri = resolve_tracking_uri(cfg.uri, root_of(trial))
+        self.recorder = RunRecorder(uri, root_of(trial), cfg.experiment, cfg.artifact_location)
         self.client = self.recorder.client
         query = f"tags.`oneml.study` = '{spec.name}' and tags.`oneml.study_parent` = 'true'"
         found = self.client.search_runs([self.recorder.experiment_id], query, max_results=1)

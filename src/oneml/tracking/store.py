@@ -53,7 +53,7 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
 class RunRecorder:
     """One MLflow run: created RUNNING, ended FINISHED or FAILED (with the reason as a tag)."""
 
-    def __init__(self, uri: str, root: str | Path, experiment: str):
+    def __init__(self, uri: str, root: str | Path, experiment: str, artifact_location: str | None = None):
         import mlflow
         from mlflow.tracking import MlflowClient
 
@@ -66,9 +66,10 @@ class RunRecorder:
             if exp is None:
                 # Without an explicit artifact_location a local store writes artifacts to ./mlruns of the cwd.
                 location = (root / "artifacts").as_uri() if _is_local_store(uri) else None
-                exp_id = self.client.create_experiment(experiment, artifact_location=location)
+                exp_id = self.client.create_experiment(experiment, artifact_location=artifact_location or location)
             else:
                 exp_id = exp.experiment_id
+                _same_location(exp, artifact_location)
         except mlflow.exceptions.MlflowException as err:
             raise OnemlError(f"tracking.uri: cannot open the MLflow store at {uri}: {_first_line(err)}") from None
         self.experiment_id = exp_id
@@ -114,6 +115,15 @@ class RunRecorder:
         """FAILED, or KILLED for an interrupted run (Ctrl-C, SIGTERM), which a rerun continues."""
         self.set_tags({"oneml.failure": reason})
         self.client.set_terminated(self.run_id, status)
+
+
+def _same_location(exp, wanted: str | None) -> None:
+    """MLflow fixes an experiment's artifact location at creation; a different one asked later cannot apply."""
+    if wanted and exp.artifact_location.rstrip("/") != wanted.rstrip("/"):
+        raise OnemlError(
+            f"tracking.artifact_location: experiment {exp.name!r} already stores its artifacts at "
+            f"{exp.artifact_location}; name another tracking.experiment to use {wanted}"
+        )
 
 
 def _is_number(value: Any) -> bool:

@@ -178,7 +178,9 @@ def train(
         raise OnemlError("stop_at: needs train.save_steps, or the paused run could not continue")
     check_disk(config, root, setup.sizes, uri)
     # One run, one record: only rank 0 writes to MLflow and publishes the run directory.
-    recorder = RunRecorder(uri, root, config.tracking.experiment) if world.is_main else worlds.SilentRecorder()
+    tracking = config.tracking
+    recorder = RunRecorder(uri, root, tracking.experiment, tracking.artifact_location) if world.is_main else None
+    recorder = recorder or worlds.SilentRecorder()
     run_dir = root / "runs" / config.run_id
     staging = run_dir.parent / f".{run_dir.name}.tmp-{os.getpid()}"
     clear_leftovers(run_dir)
