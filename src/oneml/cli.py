@@ -157,6 +157,24 @@ def methods_cmd():
     out.print(table)
 
 
+@app.command("benchmarks")
+def benchmarks_cmd():
+    """List the benchmarks of `oneml eval`, and the instruction types ifeval scores."""
+    import oneml.eval.bench  # noqa: F401 - registers the benchmarks
+    from oneml.eval import ifbench_checks
+    from oneml.eval.benchmarks import BENCHMARKS
+
+    table = Table("name", "description")
+    for entry in BENCHMARKS.entries():
+        table.add_row(entry.name, entry.description)
+    table.add_row("lm-eval:<task>", "Any lm-eval-harness task (local task YAMLs with --lm-eval-include)")
+    out.print(table)
+    supported = ifbench_checks.supported()
+    out.print(f"ifeval scores {len(supported)} instruction types: {', '.join(supported)}")
+    for name, reason in sorted(ifbench_checks.UNSUPPORTED.items()):
+        out.print(f"  not scored: {name} ({reason})")
+
+
 @app.command("runs")
 def runs_cmd(
     root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),

@@ -88,3 +88,11 @@ def test_bad_input_is_one_line_exit_2_and_records_nothing(trained, capsys, args,
 def test_unknown_run_is_one_line(capsys, tmp_path):
     code, _, err = run_cli(capsys, "eval", "nosuchrun", "--root", str(tmp_path))
     assert code == 2 and "RUN: 'nosuchrun'" in err
+
+
+def test_benchmarks_command_lists_the_catalogue_and_the_unscored_instruction_types(capsys):
+    code, out, _ = run_cli(capsys, "benchmarks")
+    assert code == 0
+    for name in ("gsm8k", "ifeval", "truthfulqa", "perplexity", "eos", "inference", "lm-eval:<task>"):
+        assert name in out
+    assert "not scored: words:start_verb" in out
