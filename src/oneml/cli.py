@@ -379,14 +379,14 @@ study_app = typer.Typer(help="Studies: many runs from one spec, resumable, paral
 app.add_typer(study_app, name="study")
 
 
-def _study_run(spec_path: Path, executor: str | None, workers: int | None, gpu_fraction, ray_address, quiet) -> None:
+def _study_run(spec_path: Path, executor: str | None, quiet: bool, **given) -> None:
     from oneml.study import load_study
     from oneml.study.executors import ExecutorOptions
     from oneml.study.run import run_study
 
     spec = load_study(spec_path)
-    e = spec.executor
-    options = ExecutorOptions(workers or e.workers, gpu_fraction or e.gpu_fraction, ray_address or e.ray_address)
+    given["resources"] = _resources(given["resources"]) if given.get("resources") else None
+    options = ExecutorOptions.of(spec.executor, **given)
     result = run_study(spec, executor, options, console=err, progress=not quiet)
     _status_table(spec)
     out.print(f"steps trained this time: {result.steps_trained}")
@@ -399,10 +399,28 @@ def study_run_cmd(
     workers: int | None = typer.Option(None, "--workers", min=1, help="Trials at once."),
     gpu_fraction: float | None = typer.Option(None, "--gpu-fraction", min=0.01, max=1.0, help="GPU share per trial."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: local)."),
+    cpus: float | None = typer.Option(None, "--cpus-per-trial", min=0.01, help="ray: CPUs each trial reserves."),
+    resource: list[str] = typer.Option(
+        None, "--resource", help="ray: a custom resource each trial reserves, NAME=AMOUNT (repeatable)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ):
     """Run every trial of a study; finished runs are skipped, interrupted ones resume."""
-    _study_run(spec, executor, workers, gpu_fraction, ray_address, quiet)
+    given = dict(workers=workers, gpu_fraction=gpu_fraction, ray_address=ray_address, cpus=cpus, resources=resource)
+    _study_run(spec, executor, quiet, **given)
+
+
+def _resources(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, _, amount = item.partition("=")
+        try:
+            out[name.strip()] = float(amount)
+        except ValueError:
+            raise OnemlError(f"--resource {item!r}: expected NAME=AMOUNT, e.g. --resource big_memory=1") from None
+        if not name.strip() or out[name.strip()] <= 0:
+            raise OnemlError(f"--resource {item!r}: expected NAME=AMOUNT with a positive amount")
+    return out
 
 
 # resume takes exactly run's options: a rerun skips finished and pruned runs and continues the rest.

@@ -41,7 +41,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def oneml(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def oneml(*args: str, timeout: int = 600, **env_vars: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1") | env_vars
     cmd = [sys.executable, "-m", "oneml", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,19 @@ class ExecutorOptions:
     workers: int = 1
     gpu_fraction: float | None = None
     ray_address: str | None = None
+    cpus: float = 1.0
+    """ray: CPUs each trial reserves."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """ray: custom resources each trial reserves."""
+
+    @classmethod
+    def of(cls, settings, **given) -> ExecutorOptions:
+        """The study's executor settings, overridden by what the command line gave (None: not given)."""
+        values = dict(
+            workers=settings.workers, gpu_fraction=settings.gpu_fraction, ray_address=settings.ray_address,
+            cpus=settings.cpus_per_trial, resources=dict(settings.resources),
+        )  # fmt: skip
+        return cls(**values | {k: v for k, v in given.items() if v is not None})
 
 
 Started = Callable[[Job], None]
@@ -98,7 +111,10 @@ def run_ray(jobs: list[Job], options: ExecutorOptions, started: Started, done: D
         raise OnemlError("executor: ray is not installed; pip install 'oneml[cluster]'") from None
     if not ray.is_initialized():
         ray.init(address=options.ray_address, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(num_cpus=1, num_gpus=options.gpu_fraction or 0)(_ray_trial)
+    # Ray places each trial where its reservation fits: CPUs, a GPU share (several trials per GPU below 1),
+    # custom resources (pin trials to nodes started with `ray start --resources`).
+    reserve = dict(num_cpus=options.cpus, num_gpus=options.gpu_fraction or 0, resources=options.resources or None)
+    task = ray.remote(**reserve)(_ray_trial)
     pending = {}
     for job in jobs:
         started(job)
@@ -114,8 +130,14 @@ def run_ray(jobs: list[Job], options: ExecutorOptions, started: Started, done: D
 
 
 def _ray_trial(config: dict[str, Any], stop_at: int | None, gpu_fraction: float | None) -> dict[str, Any]:
+    import ray
+
     if gpu_fraction is not None:
         os.environ[GPU_FRACTION_ENV] = str(gpu_fraction)
+    # Which node ran the trial, on its MLflow record (tracking tags do not change the run id).
+    node = {"oneml.ray_node": ray.get_runtime_context().get_node_id(), "oneml.ray_host": ray.util.get_node_ip_address()}
+    tracking = config.get("tracking", {})
+    config = config | {"tracking": tracking | {"tags": tracking.get("tags", {}) | node}}
     return run_trial(config, stop_at)
 
 

@@ -100,7 +100,7 @@ def run_study(
 
         check_stage(spec.eval, trials[0])
     run = EXECUTORS.get(executor or spec.executor.name)
-    options = options or ExecutorOptions(spec.executor.workers, spec.executor.gpu_fraction, spec.executor.ray_address)
+    options = options or ExecutorOptions.of(spec.executor)
     tracker = _Tracker(spec, trials[0])
     trials = [_with_parent(t, tracker.parent_id) for t in trials]
     by_id = {t.run_id: t for t in trials}

@@ -42,6 +42,11 @@ class ExecutorSettings(Section):
     """Share of one GPU each trial may use (several trials per GPU when below 1)."""
     ray_address: str | None = None
     """An existing Ray cluster to use (default: start a local one)."""
+    cpus_per_trial: float = Field(default=1, gt=0)
+    """ray: CPUs each trial reserves (Ray places a trial only where that many are free)."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """ray: custom resources each trial reserves, e.g. {big_memory: 1} for nodes started with
+    `ray start --resources '{"big_memory": 4}'`."""
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,143 @@
+"""A study on a local two-node Ray cluster: `ray start --head` plus a second `ray start --address` node on this
+machine, each with one CPU and its own custom resource, so the trials' MLflow records show where they ran.
+
+The nodes are started with --block as our own child processes and stopped by signalling exactly those (their
+raylets and GCS go with them); `ray stop` would stop every Ray process of this user on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from distkit import free_port, oneml
+
+from oneml.tracking import list_runs, resolve_tracking_uri
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).parent / "ray")
+# Ray 2.5x enables token authentication for `ray start --head` by default; a local simulation opts out (a real
+# cluster keeps it and shares the token: https://docs.ray.io/en/latest/ray-security/token-auth.html).
+ENV = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1")
+
+
+def _node(*args: str, log: Path) -> subprocess.Popen:
+    cmd = [RAY, "start", "--block", "--num-cpus", "1", "--object-store-memory", str(100 * 2**20), *args]
+    return subprocess.Popen(cmd, env=ENV, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _alive_nodes(address: str) -> list[dict]:
+    code = f"import ray, json; ray.init(address={address!r}, log_to_driver=False); "
+    code += "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))"
+    proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
+    import json
+
+    return json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else []
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # Ray's unix sockets live under --temp-dir; pytest's tmp paths are too long for them (107-byte limit).
+    temp = Path(tempfile.mkdtemp(prefix="oneml-ray-", dir="/tmp"))
+    address = f"127.0.0.1:{free_port()}"
+    head = _node("--head", "--port", address.split(":")[1], "--resources", '{"node_a": 1}',
+                 "--include-dashboard", "false", "--temp-dir", str(temp), log=temp / "head.log")  # fmt: skip
+    nodes = [head]
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(nodes) == 1:
+            if _alive_nodes(address):
+                nodes.append(_node("--address", address, "--resources", '{"node_b": 1}', log=temp / "worker.log"))
+            time.sleep(2)
+        while time.monotonic() < deadline and len(_alive_nodes(address)) < 2:
+            time.sleep(2)
+        assert len(_alive_nodes(address)) == 2, (temp / "head.log").read_text()[-2000:]
+        yield address
+    finally:
+        for node in reversed(nodes):  # `ray stop`, for our two nodes only
+            os.killpg(node.pid, signal.SIGTERM)
+        for node in nodes:
+            node.wait(timeout=60)
+
+
+def _study(folder: Path, name: str) -> Path:
+    data = {
+        "name": name,
+        "base": {
+            "model": {"name": "tiny-llama"},
+            "method": {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+            "data": {"dataset": "alpaca-demo", "max_samples": 32, "eval_size": 8, "max_length": 96},
+            "train": {"batch_size": 4, "warmup_ratio": 0.0, "logging_steps": 1, "save_adapter": False},
+            "tracking": {"root": str(folder / "root")},
+        },
+        "seeds": [0, 1],
+        "budget": {"max_steps": 4},
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _trial_hosts(folder: Path) -> list[str]:
+    runs = list_runs(resolve_tracking_uri(None, folder / "root"))
+    trials = [r for r in runs if r["tags"].get("oneml.study_parent") != "true"]
+    assert [r["status"] for r in trials] == ["FINISHED", "FINISHED"]
+    return sorted(r["tags"]["oneml.ray_node"] for r in trials)
+
+
+def test_trials_spread_over_both_nodes(cluster, tmp_path):
+    """One CPU per node and one CPU per trial: the two trials can only run at once on different nodes."""
+    start = time.perf_counter()
+    proc = oneml(
+        "study",
+        "run",
+        str(_study(tmp_path, "spread")),
+        "--executor",
+        "ray",
+        "--ray-address",
+        cluster,
+        "-q",
+        RAY_AUTH_MODE="disabled",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nodes = _trial_hosts(tmp_path)
+    assert len(set(nodes)) == 2, nodes
+    print(f"two trials on two nodes in {time.perf_counter() - start:.1f} s")
+
+
+def test_resource_requests_place_the_trials(cluster, tmp_path):
+    """Half a CPU and half of node_b per trial: both fit on node_b only, and run there side by side."""
+    args = ["--cpus-per-trial", "0.5", "--resource", "node_b=0.5", "-q"]
+    proc = oneml(
+        "study",
+        "run",
+        str(_study(tmp_path, "pinned")),
+        "--executor",
+        "ray",
+        "--ray-address",
+        cluster,
+        *args,
+        RAY_AUTH_MODE="disabled",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nodes = _trial_hosts(tmp_path)
+    assert len(set(nodes)) == 1, nodes
+    worker = [n for n in _node_ids(cluster) if n[1].get("node_b")]
+    assert nodes[0] == worker[0][0]
+
+
+def _node_ids(address: str) -> list[tuple[str, dict]]:
+    code = f"import ray, json; ray.init(address={address!r}, log_to_driver=False); "
+    code += "print(json.dumps([[n['NodeID'], n['Resources']] for n in ray.nodes() if n['Alive']]))"
+    proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
+    import json
+
+    return [tuple(x) for x in json.loads(proc.stdout.strip().splitlines()[-1])]
