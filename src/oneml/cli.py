@@ -453,6 +453,42 @@ def study_status_cmd(spec: Path = typer.Argument(..., help="Study YAML.")):
     _status_table(load_study(spec))
 
 
+@study_app.command("export-argo")
+def study_export_argo_cmd(
+    spec: Path = typer.Argument(..., help="Study YAML."),
+    output: Path = typer.Option(Path("workflow.yaml"), "--output", "-o", help="Manifest file to write."),
+    image: str = typer.Option(..., "--image", help="Container image with oneml installed."),
+    tracking_uri: str = typer.Option(..., "--tracking-uri", help="MLflow server the pods reach (http://...)."),
+    artifact_location: str | None = typer.Option(None, "--artifact-location", help="e.g. s3://bucket/oneml."),
+    s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="MLFLOW_S3_ENDPOINT_URL (MinIO, ...)."),
+    s3_secret: str | None = typer.Option(
+        None, "--s3-secret", help="Kubernetes Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
+    ),
+    cpu: str = typer.Option("4", "--cpu", help="CPU request per pod."),
+    memory: str = typer.Option("16Gi", "--memory", help="Memory request and limit per pod."),
+    gpus: int = typer.Option(0, "--gpus", min=0, help="nvidia.com/gpu per pod."),
+    parallelism: int | None = typer.Option(None, "--parallelism", min=1, help="Pods at once (default: workers)."),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Kubernetes namespace."),
+    service_account: str | None = typer.Option(None, "--service-account", help="Service account of the pods."),
+):
+    """Write an Argo Workflows manifest of the study: one pod per run, each running `oneml train`."""
+    from oneml.distributed.argo import ArgoOptions, to_yaml, workflow
+    from oneml.study import load_study
+
+    study = load_study(spec)
+    options = ArgoOptions(
+        image, tracking_uri, artifact_location, s3_endpoint, s3_secret, cpu, memory, gpus, parallelism, namespace,
+        service_account,
+    )  # fmt: skip
+    manifest = workflow(study, options)
+    try:
+        output.write_text(to_yaml(manifest, study.name))
+    except OSError as exc:
+        raise OnemlError(f"--output: cannot write {output}: {exc.strerror or exc}") from None
+    runs = len(manifest["spec"]["templates"]) - 1
+    out.print(f"{output}: {runs} runs; submit with: argo submit {output} --watch", markup=False, highlight=False)
+
+
 @study_app.command("_trial", hidden=True)
 def study_trial_cmd(job: Path, outcome: Path):
     """One trial in a worker process: reads a job JSON, writes the outcome JSON."""
