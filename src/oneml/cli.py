@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from oneml.errors import OnemlError
+from oneml.errors import Interrupted, OnemlError
 
 app = typer.Typer(
     help="Fine-tune causal LMs with parameter-efficient methods, and choose among them with evidence.",
@@ -504,7 +504,7 @@ def study_trial_cmd(job: Path, outcome: Path):
 def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="oneml", standalone_mode=False)
+        code = command.main(args=argv, prog_name="oneml", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -518,9 +518,16 @@ def main(argv: list[str] | None = None) -> None:
 
         err.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a run (exit 128 + the signal's number)
-        err.print(str(exc) or "interrupted", markup=False, highlight=False)
-        sys.exit(getattr(exc, "exit_code", 130))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Interrupted as exc:  # SIGTERM during a run: exit 128 + the signal's number
+        err.print(str(exc), markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    if isinstance(code, int) and code:  # outside standalone mode typer returns exit codes (Ctrl-C: 130)
+        if code == 130:
+            err.print("interrupted")
+        sys.exit(code)
 
 
 if __name__ == "__main__":

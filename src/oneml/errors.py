@@ -18,3 +18,14 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
 def unknown(kind: str, name: str, choices: list[str] | tuple[str, ...]) -> OnemlError:
     listed = ", ".join(sorted(choices))
     return OnemlError(f"unknown {kind} {name!r}{did_you_mean(name, choices)}; known: {listed}")
+
+
+class Interrupted(BaseException):
+    """A run stopped by a signal (SIGTERM) on purpose: it ends KILLED and resumes when rerun; the CLI exits with
+    128 + the signal's number. Not a KeyboardInterrupt, which the CLI framework would turn into a silent exit."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum

@@ -40,7 +40,7 @@ def write_study(folder: Path, **changes) -> Path:
     data["base"]["tracking"] = {"root": str(folder / "root")}
     data.update(changes)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{data['name']}.yaml"
+    path = folder / "study.yaml"  # not the study's name: a test may give it a hostile one
     path.write_text(yaml.safe_dump(data))
     return path
 

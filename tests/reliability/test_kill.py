@@ -79,7 +79,7 @@ def test_sigterm_mid_run_records_killed_keeps_the_checkpoint_and_the_rerun_resum
     """In process (fast): the signal arrives at step 5, as from `kill` or a scheduler's preemption."""
     from transformers import TrainerCallback
 
-    from oneml.train.guard import Interrupted
+    from oneml.errors import Interrupted
 
     class TermAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):

@@ -81,8 +81,8 @@ class EvalStage(Section):
 
 
 class StudySpec(Section):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    """Study name; its runs are tagged oneml.study=<name>."""
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+    """Study name; its runs are tagged oneml.study=<name> (it names folders, hence no '/' and no leading '.')."""
     base: dict[str, Any] = Field(default_factory=dict)
     """The run config every trial starts from (as in `oneml train` YAML)."""
     tracks: dict[str, Track] = Field(default_factory=lambda: {"main": Track()})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from oneml.paths import confined
 from oneml.study.expand import Trial
 from oneml.train.checkpoints import checkpoint_dir, read_json, write_json
 
@@ -15,7 +16,8 @@ def root_of(trial: Trial) -> Path:
 
 
 def journal_file(trial: Trial) -> Path:
-    return root_of(trial) / "studies" / trial.config.tracking.tags["oneml.study"] / f"{trial.run_id}.json"
+    study = confined(root_of(trial) / "studies", trial.config.tracking.tags["oneml.study"], "name")
+    return study / f"{trial.run_id}.json"
 
 
 def read_entry(trial: Trial) -> dict[str, Any]:

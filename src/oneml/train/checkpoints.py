@@ -47,6 +47,10 @@ def _readable(state: Path) -> bool:
 def atomic_saves(trainer) -> None:
     """Make the Trainer publish each checkpoint with one rename, keep the newest ``KEEP``, and clear what a
     killed save left behind. Wraps the trainer instance's own save: no callback runs between its writes."""
+    if trainer.args.world_size > 1:
+        # Several processes write one checkpoint (sharded states) and one renaming it could race the others, so
+        # multi-process runs keep the Trainer's in-place save; trainer_state.json, written last, marks it complete.
+        return
     folder = Path(trainer.args.output_dir)
     for leftover in folder.glob(f"{_PARTIAL}*"):
         shutil.rmtree(leftover, ignore_errors=True)

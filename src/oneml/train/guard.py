@@ -4,7 +4,7 @@
   with one line naming the path and nothing recorded. The estimate is deliberately pessimistic, see DISK_RULE.
 - During the run (``explain``): out of memory and a full disk become one actionable line (an OnemlError, so the
   CLI prints it and exits 2); the run is recorded FAILED with that line.
-- SIGTERM (``interruptible``) is turned into an ``Interrupted`` (a KeyboardInterrupt, like Ctrl-C): the run is
+- SIGTERM (``interruptible``) is turned into an ``Interrupted`` exception, handled as Ctrl-C is: the run is
   recorded KILLED, its staging folder removed and its checkpoints kept, so rerunning the same command resumes.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from oneml.errors import OnemlError
+from oneml.errors import Interrupted, OnemlError
 from oneml.train.faults import fault
 
 MiB = 1 << 20
@@ -32,14 +32,6 @@ DISK_RULE = (
 """Free space a run needs under tracking.root. Weights count 4 bytes per trainable parameter (fp32, the widest
 a trained parameter is kept in; PiSSA/SORSA save rank 2r, so x2); AdamW keeps two fp32 moments per trainable
 parameter. 64 MiB covers the SQLite store, metrics, diagnostics and the tokenizer files."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is: the run ends KILLED and can resume."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.exit_code = 128 + signum
 
 
 @contextmanager

@@ -21,7 +21,8 @@ import yaml
 from oneml.config import RunConfig
 from oneml.distributed import strategies
 from oneml.distributed import world as worlds
-from oneml.errors import OnemlError
+from oneml.errors import Interrupted, OnemlError
+from oneml.paths import confined
 from oneml.train.checkpoints import (
     StopAt,
     checkpoint_dir,
@@ -207,7 +208,7 @@ def _record_failure(recorder, config: RunConfig, err: BaseException, failure, st
     text = str(failure or err)
     reason = text.splitlines()[0][:500] if text else type(err).__name__
     status = "FAILED"
-    if isinstance(err, KeyboardInterrupt):
+    if isinstance(err, (KeyboardInterrupt, Interrupted)):
         status = "KILLED"
         reason = f"{text or 'interrupted'} at step {step}" + ("; rerun to resume" if config.train.save_steps else "")
     try:
@@ -261,7 +262,7 @@ class _Sink:
     def log_json(self, name: str, payload: Any) -> None:
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / name).write_text(json.dumps(payload))
+            confined(self.folder, name, "diagnostics").write_text(json.dumps(payload))
 
 
 @dataclass
