@@ -144,3 +144,11 @@ def test_launchers_are_a_registry_matching_the_config_choices():
 
     allowed = DistributedConfig.model_fields["launcher"].annotation.__args__
     assert set(launch.LAUNCHERS.names()) == set(allowed) - {"none"}
+
+
+def test_a_process_started_by_a_launcher_by_hand_trains_instead_of_launching_again(monkeypatch):
+    monkeypatch.delenv(world.LAUNCHED_ENV, raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert not world.launched()
+    monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun / accelerate launch set it on every process
+    assert world.launched()

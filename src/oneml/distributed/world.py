@@ -86,7 +86,8 @@ def engine_tags(config, trainer) -> dict[str, str]:
 
 
 def launched() -> bool:
-    return os.environ.get(LAUNCHED_ENV) == "1"
+    """Started by a launcher (ours, or torchrun / accelerate run by hand): train here, do not launch again."""
+    return os.environ.get(LAUNCHED_ENV) == "1" or "LOCAL_RANK" in os.environ
 
 
 def bind_device(world: World) -> None:
