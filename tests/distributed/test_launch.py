@@ -116,6 +116,7 @@ def test_runs_that_cannot_run_here_fail_before_any_process_starts(tmp_path, caps
         ({"name": "qlora"}, "cannot shard the quantized base"),
         ({"name": "lora", "init": "pissa"}, "needs its own save step"),
         ({"name": "bottleneck"}, "needs its own save step"),
+        ({"name": "lora", "loraplus_ratio": 16}, "parameter groups \\(LoRA\\+ learning rates\\)"),
     ],
 )
 def test_fsdp_refuses_what_it_cannot_shard_or_save(method, message):

@@ -88,6 +88,13 @@ def _check_fsdp(config: RunConfig, device: str) -> None:
             f"(quantize={method.quantize}): FSDP+QLoRA needs bitsandbytes weights stored in the compute dtype "
             "(bnb_4bit_quant_storage) on CUDA, which oneml's in-memory quantization does not use; use strategy ddp"
         )
+    own_groups = type(method).optimizer_groups not in (MethodConfig.optimizer_groups, LoRAConfig.optimizer_groups)
+    if own_groups or getattr(method, "loraplus_ratio", None) is not None:
+        raise OnemlError(
+            f"distributed.strategy: fsdp builds its own optimizer over the sharded parameters; method {method.name}'s "
+            "parameter groups (LoRA+ learning rates) cannot be passed to it (transformers refuses optimizers under "
+            "FSDP); use strategy ddp"
+        )
     if getattr(method, "init", None) in MUTATING_INITS or type(method).save not in (MethodConfig.save, LoRAConfig.save):
         raise OnemlError(
             f"distributed.strategy: fsdp saves the adapter from the Trainer's gathered state dict; method "
