@@ -235,6 +235,8 @@ def _dispatch(registry: Any, value: Any, field: str) -> Any:
     if not isinstance(value, dict):
         raise OnemlError(f"{field}: must be a mapping with a 'name', got {value!r}")
     name = value.get("name", RunConfig.model_fields[field].get_default(call_default_factory=True).name)
+    if not isinstance(name, str):  # a list or mapping would not even be hashable for the registry lookup
+        raise OnemlError(f"{field}.name: must be a name, got {name!r}")
     if name not in registry:
         try:
             registry.get(str(name))

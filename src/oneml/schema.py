@@ -26,7 +26,8 @@ def format_validation_error(err: ValidationError, prefix: str = "", schema: type
     inner = first.get("ctx", {}).get("error")
     if isinstance(inner, OnemlError):  # already one complete line (raised by a nested validation)
         return str(inner)
-    loc = [str(p) for p in first["loc"] if not str(p).startswith("function-")]
+    # A key with a newline or control character (YAML allows them) is quoted, so that the error stays one line.
+    loc = [str(p) if str(p).isprintable() else repr(str(p)) for p in first["loc"] if not str(p).startswith("function-")]
     where = ".".join(([prefix] if prefix else []) + loc) or prefix or "config"
     kind = first["type"]
     if kind == "extra_forbidden":
