@@ -54,6 +54,14 @@ class EvalContext:
     advance: Callable[[int], None] = lambda n: None
     """Progress callback: n more items done."""
 
+    def chat(self, messages: list[dict[str, str]]) -> str:
+        """A prompt laid out as in training: the run's system prompt (if any), its template, the answer cue."""
+        from oneml.data.prepare import with_system_prompt
+        from oneml.eval.generate import chat_prompt
+
+        system = getattr(getattr(self.config, "data", None), "system_prompt", None)
+        return chat_prompt(self.tokenizer, self.template, with_system_prompt(messages, system))
+
 
 @dataclass
 class BenchResult:

@@ -19,7 +19,7 @@ from typing import Any
 
 from oneml.errors import OnemlError
 from oneml.eval.benchmarks import BENCHMARKS, Benchmark, BenchResult, EvalContext, EvalOptions, limited, local_rows
-from oneml.eval.generate import chat_prompt, generate
+from oneml.eval.generate import generate
 
 DEFAULT_SHOTS = 8
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -141,7 +141,7 @@ class GSM8K(Benchmark):
 
     def score(self, ctx: EvalContext, items: list[dict[str, Any]]) -> BenchResult:
         shots = DEFAULT_SHOTS if ctx.options.shots is None else ctx.options.shots
-        prompts = [chat_prompt(ctx.tokenizer, ctx.template, messages_for(it["question"], shots)) for it in items]
+        prompts = [ctx.chat(messages_for(it["question"], shots)) for it in items]
         outputs = generate(
             ctx.model,
             ctx.tokenizer,

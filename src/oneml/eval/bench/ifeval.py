@@ -18,7 +18,7 @@ from typing import Any
 from oneml.errors import OnemlError
 from oneml.eval import ifbench_checks as checks
 from oneml.eval.benchmarks import BENCHMARKS, Benchmark, BenchResult, EvalContext, EvalOptions, limited, local_rows
-from oneml.eval.generate import chat_prompt, generate
+from oneml.eval.generate import generate
 
 DEFAULT_MAX_NEW_TOKENS = 512
 
@@ -67,7 +67,7 @@ class IFEval(Benchmark):
 
     def score(self, ctx: EvalContext, items: dict[str, Any]) -> BenchResult:
         rows = items["rows"]
-        prompts = [chat_prompt(ctx.tokenizer, ctx.template, [{"role": "user", "content": r["prompt"]}]) for r in rows]
+        prompts = [ctx.chat([{"role": "user", "content": r["prompt"]}]) for r in rows]
         outputs = generate(
             ctx.model,
             ctx.tokenizer,

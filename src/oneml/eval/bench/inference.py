@@ -22,7 +22,6 @@ from typing import Any
 import torch
 
 from oneml.eval.benchmarks import BENCHMARKS, Benchmark, BenchResult, EvalContext, EvalOptions
-from oneml.eval.generate import chat_prompt
 
 NEW_TOKENS = 32
 REPEATS = 3
@@ -42,7 +41,7 @@ class InferenceCost(Benchmark):
 
     def score(self, ctx: EvalContext, items: dict[str, Any]) -> BenchResult:
         n = max(2, items["new_tokens"])
-        prompt = chat_prompt(ctx.tokenizer, ctx.template, [{"role": "user", "content": PROMPT}])
+        prompt = ctx.chat([{"role": "user", "content": PROMPT}])
         enc = ctx.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(_device(ctx.model))
         costs = {f"inference_{k}": v for k, v in measure(ctx.model, ctx.tokenizer, enc, n).items()}
         ctx.advance(1)
