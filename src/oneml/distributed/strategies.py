@@ -44,8 +44,9 @@ def backend(config: RunConfig, device: str) -> str:
 
 
 def _ddp_args(config: RunConfig, device: str) -> dict[str, Any]:
-    # Frozen base weights never receive gradients by design; searching for unused parameters costs a graph walk.
-    return {"ddp_backend": backend(config, device), "ddp_find_unused_parameters": False}
+    # ddp_find_unused_parameters stays transformers' choice: some methods leave trainable parameters out of a
+    # step (prefix tuning without its prompt, AdaLoRA's pruned ranks), which DDP must be told to expect.
+    return {"ddp_backend": backend(config, device)}
 
 
 def fsdp_config(config: RunConfig) -> dict[str, Any]:
