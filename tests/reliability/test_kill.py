@@ -61,11 +61,28 @@ def test_kill_during_a_checkpoint_write_resumes_from_the_previous_checkpoint(tmp
     assert (ckpt / "checkpoint-2").is_dir() and not (ckpt / "checkpoint-4").exists()
     assert (ckpt / ".partial-4" / "checkpoint-4").is_dir()  # the half-published save, never taken for a checkpoint
 
-    code, out, err = finish(cli(tmp_path, *RESUMABLE))
-    assert code == 0, err[-2000:]
+    result = train(tiny(tmp_path, *RESUMABLE), progress=False)  # the rerun (in process: the slow test uses the CLI)
+    assert result.steps_trained == 6  # from checkpoint-2
     _same_result(tmp_path, reference)
     run = _clean(tmp_path, run_id)
-    assert _history(tmp_path, run) == [1, 2, 3, 3, 4, 4, 5, 6, 7, 8]  # the rerun started at step 3
+    assert _history(tmp_path, run) == [1, 2, 3, 3, 4, 4, 5, 6, 7, 8]  # steps 3-4 logged by both attempts
+
+
+@pytest.mark.slow
+def test_a_run_killed_without_checkpoints_is_recorded_killed_by_its_rerun(tmp_path):
+    """Without train.save_steps a rerun starts over, in a new record; the dead attempt's record, which kill -9 left
+    RUNNING, is closed as KILLED (its process is gone), and its staging folder removed."""
+    cfg = tiny(tmp_path, "train.max_steps=4")
+    code, _, err = finish(cli(tmp_path, "train.max_steps=4", fault="step:3"))
+    assert code == -signal.SIGKILL, err[-2000:]
+    assert [r.info.status for r in records(tmp_path, cfg.run_id)] == ["RUNNING"]
+    assert [p.name.split("-")[0] for p in (tmp_path / "runs").iterdir()] == [f".{cfg.run_id}.tmp"]
+
+    train(cfg, progress=False)
+    dead, rerun = records(tmp_path, cfg.run_id)
+    assert dead.info.status == "KILLED" and "process died" in dead.data.tags["oneml.failure"]
+    assert rerun.info.status == "FINISHED"
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [cfg.run_id]
 
 
 def _wait_for(path, proc, timeout=240.0):

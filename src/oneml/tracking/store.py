@@ -80,6 +80,24 @@ class RunRecorder:
         self.run_id = run.info.run_id
         return self.run_id
 
+    def close_orphans(self, run_id: str) -> int:
+        """Mark KILLED the records of oneml run ``run_id`` left RUNNING by a process of this machine that died
+        without ending them (kill -9, a crash, power loss): a rerun starts a new record, the old one must not
+        look alive. Records of live processes and of other machines are left alone."""
+        from oneml.tracking.system import process_alive, process_tags
+
+        host = process_tags()["oneml.host"]
+        query = f"tags.`oneml.run_id` = '{run_id}' and attributes.status = 'RUNNING'"
+        closed = 0
+        for run in self.client.search_runs([self.experiment_id], query):
+            pid = run.data.tags.get("oneml.pid", "")
+            if run.data.tags.get("oneml.host") == host and pid.isdigit() and not process_alive(int(pid)):
+                reason = "interrupted: its process died (kill -9 or crash)"
+                self.client.set_tag(run.info.run_id, "oneml.failure", reason)
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                closed += 1
+        return closed
+
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
 

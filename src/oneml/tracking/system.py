@@ -46,3 +46,19 @@ def hardware() -> dict[str, str]:
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gib=f"{props.total_memory / 2**30:.1f}", cuda=str(torch.version.cuda))
     return info
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine is still running (to tell a crashed run from a live one)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but someone else's
+        return True
+    return True
+
+
+def process_tags() -> dict[str, str]:
+    """The process recording a run: a rerun finds records whose process died without ending them (kill -9)."""
+    return {"oneml.host": platform.node(), "oneml.pid": str(os.getpid())}

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from oneml.tracking.system import process_alive
 from oneml.train.faults import fault
 
 KEEP = 2
@@ -91,18 +92,8 @@ def clear_leftovers(run_dir: Path) -> None:
     for kind in ("tmp", "old"):
         for path in run_dir.parent.glob(f".{run_dir.name}.{kind}-*"):
             pid = path.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def read_json(path: Path) -> Any:

@@ -233,6 +233,7 @@ def _start_or_continue(recorder, ckpt: Path | None, name: str, tags: dict[str, s
             recorder.client.delete_tag(recorder.run_id, "oneml.failure")
         recorder.set_tags(tags)
         return
+    recorder.close_orphans(tags["oneml.run_id"])
     recorder.start(name, tags=tags)
     if ckpt is not None:
         write_json(ckpt / "mlflow.json", {"run_id": recorder.run_id})
@@ -320,7 +321,7 @@ def _setup(config: RunConfig, device: str, console) -> _Setup:
 
 
 def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
-    from oneml.tracking.system import hardware, package_versions
+    from oneml.tracking.system import hardware, package_versions, process_tags
 
     tags = {"oneml.run_id": config.run_id, "oneml.config_id": config.config_id}
     tags |= {"oneml.method": config.method.name, "oneml.model": config.model.name}
@@ -329,7 +330,7 @@ def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
     d = config.distributed
     tags |= {"oneml.world_size": str(d.world_size), "oneml.launcher": d.launcher, "oneml.strategy": d.strategy}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
-    tags |= {f"hardware.{k}": v for k, v in hardware().items()}
+    tags |= {f"hardware.{k}": v for k, v in hardware().items()} | process_tags()
     return tags | _switches(config, setup.dtype, setup.speed) | dict(config.tracking.tags)
 
 
