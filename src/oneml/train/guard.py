@@ -114,7 +114,8 @@ def is_out_of_memory(err: BaseException) -> bool:
 def is_disk_full(err: BaseException) -> bool:
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    return isinstance(err, (OSError, RuntimeError)) and "no space left on device" in str(err).lower()
+    text = str(err).lower()  # torch's writers and SQLite (through MLflow) wrap it in their own errors
+    return "no space left on device" in text or "database or disk is full" in text
 
 
 def memory_advice(config) -> str:
