@@ -12,7 +12,13 @@ from peft import LoraConfig, get_peft_model
 
 from oneml.config import ModelConfig
 from oneml.models import load_model_and_tokenizer
-from oneml.objectives.chunked import chunked_cross_entropy, chunked_log_probs, install_chunked_head, unsupported_reason
+from oneml.objectives.chunked import (
+    STATS,
+    chunked_cross_entropy,
+    chunked_log_probs,
+    install_chunked_head,
+    unsupported_reason,
+)
 from oneml.objectives.losses import dpo_loss, orpo_loss
 
 TOL = dict(rtol=1e-5, atol=1e-6)
@@ -23,9 +29,9 @@ def naive_log_probs(hidden, weight, targets, bias=None):
     return logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
 
 
-@pytest.mark.parametrize("chunk_rows", [None, 1, 7])
+@pytest.mark.parametrize("chunk_rows,chunk_cols", [(None, None), (1, 300), (7, 64), (5, 1)])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_log_probs_and_gradients_equal_the_full_logits(chunk_rows, with_bias):
+def test_log_probs_and_gradients_equal_the_full_logits(chunk_rows, chunk_cols, with_bias):
     gen = torch.Generator().manual_seed(0)
     n, h, v = 23, 16, 301
     hidden = torch.randn(n, h, generator=gen, requires_grad=True)
@@ -36,7 +42,7 @@ def test_log_probs_and_gradients_equal_the_full_logits(chunk_rows, with_bias):
     inputs = [hidden, weight] + ([bias] if with_bias else [])
 
     ours, entropy, top1, mean_logits = chunked_log_probs(
-        hidden, weight, targets, bias, chunk_rows=chunk_rows, stats=("entropy", "is_top1", "mean_logits")
+        hidden, weight, targets, bias, chunk_rows=chunk_rows, chunk_cols=chunk_cols, stats=STATS
     )
     grads = torch.autograd.grad((ours * upstream).sum(), inputs)
     ref = naive_log_probs(hidden, weight, targets, bias)

@@ -41,6 +41,8 @@ class SFTObjective(ObjectiveConfig):
         from trl import SFTConfig, SFTTrainer
 
         speed = speed or Speed()
+        if speed.packing:  # a packed row has no padding; "non_padding" would drop real tokens equal to the pad id
+            args = {**args, "include_num_input_tokens_seen": "all"}
         sft_args = SFTConfig(
             **args,
             max_length=None,  # the data layer already truncated
