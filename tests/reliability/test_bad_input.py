@@ -148,6 +148,7 @@ def test_the_table_covers_every_bad_input_the_issue_names():
     assert issue <= named
 
 
+@pytest.mark.slow
 def test_pissa_on_a_4bit_base_trains(tmp_path):
     """Not refused: PiSSA's SVD runs on the full-precision weight, then the residual is quantized (methods/lora.py)."""
     cfg = tiny(tmp_path, "method.name=pissa", "method.quantize=nf4", "train.max_steps=2", "train.eval_before=false")

@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 
 from clikit import run_cli
 from oneml import OnemlError, train
-from oneml.train.guard import DISK_RULE, MiB, needed_bytes
+from oneml.train.guard import DISK_RULE, MiB, is_out_of_memory, memory_advice, needed_bytes
 
 
 class Blowup(TrainerCallback):
@@ -63,6 +63,7 @@ def test_exploding_gradient_norm_fails_the_run_at_that_step(tmp_path):
     assert reason.startswith("TrainingDiverged: gradient norm") and "at step 4" in reason
 
 
+@pytest.mark.slow
 def test_the_gradient_norm_stop_can_be_turned_off(tmp_path):
     cfg = tiny(tmp_path, "train.eval_before=false", "train.max_grad_norm_stop=null", "train.max_steps=4")
     result = train(cfg, progress=False, callbacks=[Blowup(at=3)])
@@ -85,15 +86,21 @@ OUT_OF_MEMORY = [
     torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
     RuntimeError("CUDA error: out of memory"),
     RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+    RuntimeError("MPS backend out of memory (MPS allocated: 1.2 GB)"),
     MemoryError(),
 ]
+NOT_MEMORY = [RuntimeError("mat1 and mat2 shapes cannot be multiplied"), ValueError("out of memory"), OSError()]
 
 
-@pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=lambda e: type(e).__name__ + ":" + str(e)[:12])
-def test_out_of_memory_mid_run_is_a_failed_run_with_advice(tmp_path, error):
+@pytest.mark.parametrize("error", OUT_OF_MEMORY + NOT_MEMORY, ids=lambda e: type(e).__name__ + ":" + str(e)[:16])
+def test_what_counts_as_out_of_memory(error):
+    assert is_out_of_memory(error) == (error in OUT_OF_MEMORY)
+
+
+def test_out_of_memory_mid_run_is_a_failed_run_with_advice(tmp_path):
     cfg = tiny(tmp_path, "train.eval_before=false")
     with pytest.raises(OnemlError) as info:
-        train(cfg, progress=False, callbacks=[RaiseInForward(at=3, error=error)])
+        train(cfg, progress=False, callbacks=[RaiseInForward(at=3, error=OUT_OF_MEMORY[0])])
     message = str(info.value)
     assert "\n" not in message and message.startswith("out of memory at step 3; try ")
     for tip in ("train.batch_size=2 with train.grad_accum=2", "train.gradient_checkpointing=true"):
@@ -104,9 +111,9 @@ def test_out_of_memory_mid_run_is_a_failed_run_with_advice(tmp_path, error):
 
 def test_out_of_memory_advice_leaves_out_what_the_run_already_does(tmp_path):
     cfg = tiny(tmp_path, "train.batch_size=1", "train.gradient_checkpointing=true", "method.name=qlora")
-    with pytest.raises(OnemlError) as info:
-        train(cfg, progress=False, callbacks=[RaiseInForward(at=1, error=MemoryError())])
-    assert str(info.value) == "out of memory at step 1; try data.max_length=48"
+    assert memory_advice(cfg) == "data.max_length=48"
+    cfg = tiny(tmp_path, "train.batch_size=1", "data.max_length=64", "method={name: prefix}")
+    assert memory_advice(cfg) == "a smaller model or a device with more memory"
 
 
 def test_out_of_memory_while_loading_is_one_line_and_records_nothing(tmp_path, monkeypatch, capsys):
@@ -159,6 +166,7 @@ def test_disk_full_while_writing_the_results_is_a_clean_failure(tmp_path, monkey
     assert "disk full at step 2" in _failed_record(tmp_path, cfg)
 
 
+@pytest.mark.slow
 def test_disk_full_mid_checkpoint_leaves_no_checkpoint_and_the_rerun_resumes(tmp_path, monkeypatch):
     from transformers import Trainer
 
