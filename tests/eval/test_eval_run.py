@@ -55,6 +55,7 @@ def test_every_benchmark_runs_and_is_recorded(trained, capsys, tmp_path, lm_eval
         assert key in m, key
         assert key.split("/")[-1] in out or key in out
     assert 0.0 <= m["bench/truthfulqa/mc2"] <= 1.0 and m["inference_ms_per_token"] > 0
+    assert m["inference_kv_cache_mib"] == m["inference_merged_kv_cache_mib"] > 0
     assert m["inference_merged_weights_mib"] < m["inference_weights_mib"]  # the adapter is folded away
     files = {p.name for p in (result.run_dir / "eval").iterdir()}
     assert {"gsm8k.json", "ifeval.json", "truthfulqa.json", "eos.json", "inference.json"} <= files

@@ -10,7 +10,6 @@ higher-is-better are recorded as scores, the others (perplexities) as lower-is-b
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 from unittest.mock import patch
 
@@ -52,12 +51,9 @@ class LmEvalTask(Benchmark):
         for name in ("lm-eval", "lm_eval"):
             logging.getLogger(name).setLevel(logging.ERROR)
         lm = HFLM(pretrained=ctx.model, tokenizer=ctx.tokenizer, batch_size=ctx.options.batch_size)
-        # lm-eval records the git hash of the *current directory* (meaningless here; outside a repository it
-        # prints "fatal: not a git repository"), and draws its own tqdm bars under ours.
-        with (
-            patch("lm_eval.evaluator.get_git_commit_hash", lambda: None),
-            patch.dict(os.environ, {"TQDM_DISABLE": "1"}),
-        ):
+        # lm-eval records the git hash of the *current directory*: meaningless here, and outside a repository
+        # git prints "fatal: not a git repository" on the user's terminal.
+        with patch("lm_eval.evaluator.get_git_commit_hash", lambda: None):
             out = self._evaluate(simple_evaluate, lm, ctx, items)
         ctx.advance(1)
         return split_metrics(out["results"], out.get("higher_is_better", {}), out.get("n-samples", {}))

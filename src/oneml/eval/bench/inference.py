@@ -6,8 +6,9 @@ weights (same logits, base-model speed). This measures both on the same prompt:
     ms_per_token = (t(prompt + N new tokens) - t(prompt + 1 new token)) / (N - 1)
 
 (greedy, EOS ignored so every run generates exactly N tokens; the median of ``repeats`` timings), which
-separates decoding from the prompt's prefill. Memory: the weights' bytes (exact), and the peak during
-generation (CUDA: allocator peak; CPU: sampled resident-set peak above the level before generating).
+separates decoding from the prompt's prefill. Memory: the weights' bytes and the KV cache of the prompt plus
+the new tokens (both exact), and the peak during generation above the level before it (CUDA: the allocator's
+peak; CPU: the sampled resident set, which the allocator's reuse of freed memory keeps small).
 Methods that cannot merge (prefix, bottleneck) report the unmerged figures only. Runs last, because merging
 changes the model in place.
 """
@@ -77,11 +78,21 @@ def measure(model: Any, tokenizer: Any, enc: Any, new_tokens: int) -> dict[str, 
         one = [run(1) for _ in range(REPEATS)]
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     weights += sum(b.numel() * b.element_size() for b in model.buffers())
+    tokens = enc["input_ids"].shape[1] + new_tokens
     return {
         "ms_per_token": 1000 * (statistics.median(full) - statistics.median(one)) / (new_tokens - 1),
         "weights_mib": weights / 2**20,
         "peak_mib": peak.mib,
+        "kv_cache_mib": kv_cache_bytes(model.config, tokens, next(model.parameters()).element_size()) / 2**20,
     }
+
+
+def kv_cache_bytes(config: Any, tokens: int, element_size: int) -> float:
+    """Keys and values of every layer for ``tokens`` positions: 2 * layers * kv_heads * head_dim * tokens."""
+    heads = getattr(config, "num_attention_heads", 1)
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * tokens * element_size
 
 
 class _PeakMemory:
