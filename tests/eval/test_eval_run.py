@@ -69,7 +69,7 @@ def test_every_benchmark_runs_and_is_recorded(trained, capsys, tmp_path, lm_eval
     ("args", "message"),
     [
         (["-b", "gsm8kk"], "unknown benchmark 'gsm8kk'"),
-        (["-b", "truthfulqa"], "truthfulqa: the data is on the Hugging Face hub only"),
+        (["-b", "truthfulqa"], "the data is on the Hugging Face hub only"),
         (["-b", "lm-eval:no_such_task_x"], "unknown lm-eval task"),
         (["-b", "gsm8k", "--data", "gsm8k"], "--data: expected NAME=FILE"),
         (["-b", "gsm8k", "--shots", "12"], "--shots"),

@@ -62,6 +62,21 @@ class EvalContext:
         system = getattr(getattr(self.config, "data", None), "system_prompt", None)
         return chat_prompt(self.tokenizer, self.template, with_system_prompt(messages, system))
 
+    def generate(self, prompts: list[str], default_max_new_tokens: int, stop_strings: tuple[str, ...] = ()) -> list:
+        """Greedy generations for laid-out prompts, within --max-new-tokens (else the benchmark's default)."""
+        from oneml.eval.generate import generate
+
+        return generate(
+            self.model,
+            self.tokenizer,
+            prompts,
+            end_ids=self.end_ids,
+            max_new_tokens=self.options.max_new_tokens or default_max_new_tokens,
+            batch_size=self.options.batch_size,
+            stop_strings=stop_strings,
+            progress=self.advance,
+        )
+
 
 @dataclass
 class BenchResult:
@@ -122,6 +137,18 @@ def resolve_benchmarks(names: list[str]) -> list[Benchmark]:
 
 def limited(items: list[Any], options: EvalOptions) -> list[Any]:
     return items if options.limit is None else items[: options.limit]
+
+
+def hub_rows(hub_id: str, subset: str | None, split: str, benchmark: str, way_out: str) -> list[dict[str, Any]]:
+    """A benchmark's rows from the Hugging Face hub; any failure is one line naming the way out."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(hub_id, subset, split=split).to_list()
+    except Exception as err:  # offline, blocked, renamed: one line for the user
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        message = f"{benchmark}: could not load {hub_id} from the Hugging Face hub ({first}); {way_out}"
+        raise OnemlError(message) from None
 
 
 def local_rows(name: str, options: EvalOptions) -> list[dict[str, Any]] | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from oneml.errors import OnemlError
 from oneml.eval.benchmarks import BENCHMARKS, Benchmark, BenchResult, EvalContext, EvalOptions
-from oneml.eval.generate import chat_prompt, generate
+from oneml.eval.generate import chat_prompt
 
 DEFAULT_PROMPTS = 16
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -50,15 +50,7 @@ class StopsAtEos(Benchmark):
     def score(self, ctx: EvalContext, items: list[list[dict[str, str]]]) -> BenchResult:
         budget = ctx.options.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
         prompts = [chat_prompt(ctx.tokenizer, ctx.template, m) for m in items]
-        outputs = generate(
-            ctx.model,
-            ctx.tokenizer,
-            prompts,
-            end_ids=ctx.end_ids,
-            max_new_tokens=budget,
-            batch_size=ctx.options.batch_size,
-            progress=ctx.advance,
-        )
+        outputs = ctx.generate(prompts, DEFAULT_MAX_NEW_TOKENS)
         rate = sum(o.stopped for o in outputs) / len(outputs)
         end_tokens = [ctx.tokenizer.convert_ids_to_tokens(i) for i in ctx.end_ids]
         verdict = (

@@ -18,8 +18,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from oneml.errors import OnemlError
-from oneml.eval.benchmarks import BENCHMARKS, Benchmark, BenchResult, EvalContext, EvalOptions, limited, local_rows
-from oneml.eval.generate import generate
+from oneml.eval.benchmarks import (
+    BENCHMARKS,
+    Benchmark,
+    BenchResult,
+    EvalContext,
+    EvalOptions,
+    hub_rows,
+    limited,
+    local_rows,
+)
 
 DEFAULT_SHOTS = 8
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -142,16 +150,7 @@ class GSM8K(Benchmark):
     def score(self, ctx: EvalContext, items: list[dict[str, Any]]) -> BenchResult:
         shots = DEFAULT_SHOTS if ctx.options.shots is None else ctx.options.shots
         prompts = [ctx.chat(messages_for(it["question"], shots)) for it in items]
-        outputs = generate(
-            ctx.model,
-            ctx.tokenizer,
-            prompts,
-            end_ids=ctx.end_ids,
-            max_new_tokens=ctx.options.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
-            batch_size=ctx.options.batch_size,
-            stop_strings=("Question:",),
-            progress=ctx.advance,
-        )
+        outputs = ctx.generate(prompts, DEFAULT_MAX_NEW_TOKENS, stop_strings=("Question:",))
         records = []
         for item, out in zip(items, outputs, strict=True):
             flexible, strict = extract_flexible(out.text), extract_strict(out.text)
@@ -182,16 +181,7 @@ def _package_rows() -> list[dict[str, Any]]:
 
 
 def _hub_rows() -> list[dict[str, Any]]:
-    import datasets
-
-    try:
-        return datasets.load_dataset(HUB_ID, "main", split="test").to_list()
-    except Exception as err:  # any loader failure is one line for the user
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise OnemlError(
-            f"gsm8k: could not load {HUB_ID} from the Hugging Face hub ({first}); drop --hub to use the copy "
-            "from the package index"
-        ) from None
+    return hub_rows(HUB_ID, "main", "test", "gsm8k", "drop --hub to use the copy from the package index")
 
 
 BENCHMARKS.register("gsm8k", GSM8K, "GSM8K test set, 8-shot chain of thought, exact match on the final number")

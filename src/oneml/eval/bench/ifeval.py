@@ -18,7 +18,6 @@ from typing import Any
 from oneml.errors import OnemlError
 from oneml.eval import ifbench_checks as checks
 from oneml.eval.benchmarks import BENCHMARKS, Benchmark, BenchResult, EvalContext, EvalOptions, limited, local_rows
-from oneml.eval.generate import generate
 
 DEFAULT_MAX_NEW_TOKENS = 512
 
@@ -68,15 +67,7 @@ class IFEval(Benchmark):
     def score(self, ctx: EvalContext, items: dict[str, Any]) -> BenchResult:
         rows = items["rows"]
         prompts = [ctx.chat([{"role": "user", "content": r["prompt"]}]) for r in rows]
-        outputs = generate(
-            ctx.model,
-            ctx.tokenizer,
-            prompts,
-            end_ids=ctx.end_ids,
-            max_new_tokens=ctx.options.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
-            batch_size=ctx.options.batch_size,
-            progress=ctx.advance,
-        )
+        outputs = ctx.generate(prompts, DEFAULT_MAX_NEW_TOKENS)
         records, strict, loose, per_type = [], [], [], Counter()
         for row, out in zip(rows, outputs, strict=True):
             strict.append(checks.score_response(row, out.text))

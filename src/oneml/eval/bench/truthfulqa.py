@@ -16,7 +16,16 @@ import math
 from typing import Any
 
 from oneml.errors import OnemlError
-from oneml.eval.benchmarks import BENCHMARKS, Benchmark, BenchResult, EvalContext, EvalOptions, limited, local_rows
+from oneml.eval.benchmarks import (
+    BENCHMARKS,
+    Benchmark,
+    BenchResult,
+    EvalContext,
+    EvalOptions,
+    hub_rows,
+    limited,
+    local_rows,
+)
 from oneml.eval.generate import continuation_logprobs
 
 HUB_ID = "truthfulqa/truthful_qa"
@@ -101,16 +110,11 @@ class TruthfulQA(Benchmark):
 
 
 def _hub_rows() -> list[dict[str, Any]]:
-    import datasets
-
-    try:
-        return datasets.load_dataset(HUB_ID, "multiple_choice", split="validation").to_list()
-    except Exception as err:  # offline, blocked, renamed: one line, with the way out
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise OnemlError(
-            f"truthfulqa: the data is on the Hugging Face hub only and {HUB_ID} could not be loaded ({first}); "
-            "connect to the hub, or pass a local copy with --data truthfulqa=FILE.jsonl"
-        ) from None
+    return hub_rows(
+        HUB_ID, "multiple_choice", "validation", "truthfulqa",
+        "the data is on the Hugging Face hub only: connect to the hub, or pass a local copy with "
+        "--data truthfulqa=FILE.jsonl",
+    )  # fmt: skip
 
 
 BENCHMARKS.register("truthfulqa", TruthfulQA, "TruthfulQA multiple choice, MC1 and MC2 (Hugging Face hub)")
