@@ -8,6 +8,7 @@ raylets and GCS go with them); `ray stop` would stop every Ray process of this u
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,6 +66,7 @@ def cluster():
             os.killpg(node.pid, signal.SIGTERM)
         for node in nodes:
             node.wait(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _study(folder: Path, name: str) -> Path:
@@ -89,7 +91,8 @@ def _study(folder: Path, name: str) -> Path:
 def _trial_hosts(folder: Path) -> list[str]:
     runs = list_runs(resolve_tracking_uri(None, folder / "root"))
     trials = [r for r in runs if r["tags"].get("oneml.study_parent") != "true"]
-    assert [r["status"] for r in trials] == ["FINISHED", "FINISHED"]
+    seen = [(r["status"], r["tags"].get("oneml.ray_node", "-")[:8], r["tags"].get("oneml.failure", "")) for r in trials]
+    assert [r["status"] for r in trials] == ["FINISHED", "FINISHED"], seen
     return sorted(r["tags"]["oneml.ray_node"] for r in trials)
 
 
