@@ -21,6 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One compute thread per process unless told otherwise: on a machine shared with other jobs, OpenMP threads that
+# spin-wait for a busy core made a step 2-3x slower and far noisier (measured here). Both sides run alike.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from perf_core import BENCHMARKS, alternate, report  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Training-step benchmarks: oneml's train() against the same run written with transformers + peft + trl.
 
-Both sides: the same tiny real-architecture model (Qwen2, hidden 256, 4 layers, byte tokenizer; or Llama with the
+Both sides: the same tiny real-architecture model (Qwen2, hidden 128, 2 layers, byte tokenizer; or Llama with the
 49k SmolLM2 tokenizer), random weights from one seed, LoRA r=8 on every linear layer, the same tokenized rows
 (prepared once by oneml's data layer; tokenization is not timed), batch, steps, learning rate, seed and logging
 interval. Step time is the median interval between consecutive optimizer-step ends after the first (data,
@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 SEED = 0
 QWEN_SMALL = [
     "model.name=tiny-qwen2",
-    "model.overrides={hidden_size: 256, intermediate_size: 768, num_hidden_layers: 4}",
+    "model.overrides={hidden_size: 128, intermediate_size: 384}",
 ]
 LLAMA_49K = ["model.name=tiny-llama", "model.tokenizer=smollm2-135m"]
 LORA = dict(r=8, alpha=16, dropout=0.0)
@@ -48,13 +48,23 @@ class StepClock(TrainerCallback):
     """Optimizer-step end times, tokens seen and logged losses of one run."""
 
     def __init__(self):
+        import gc
+
+        import torch
+
+        gc.collect()  # the previous run's model and optimizer must not count in this run's peak
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
         self.ends: list[float] = []
         self.tokens: list[int] = []
         self.losses: list[float] = []
 
     def on_step_end(self, args, state, control, **kwargs):
         self.ends.append(time.perf_counter())
-        self.tokens.append(int(state.num_input_tokens_seen or 0))
+        # oneml's packed collator counts real tokens itself (its rows have no attention mask to count them by)
+        real = getattr(getattr(kwargs.get("train_dataloader"), "collate_fn", None), "real_tokens", None)
+        self.tokens.append(int(real if real is not None else state.num_input_tokens_seen or 0))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -88,6 +98,8 @@ def _overrides(spec: dict) -> list[str]:
         "train.eval_before=false",
         "train.save_adapter=false",
         f"train.seed={SEED}",
+        f"train.device={spec.get('device', 'cpu')}",
+        f"model.dtype={spec.get('dtype', 'float32')}",
     ]
 
 
@@ -138,7 +150,9 @@ def _plain_model(spec: str):
 
     tokenizer = AutoTokenizer.from_pretrained(_base_dir(spec))
     torch.manual_seed(SEED)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(_base_dir(spec)))
+    dtype = getattr(torch, SPECS[spec].get("dtype", "float32"))
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(_base_dir(spec)), dtype=dtype)
+    model = model.to(SPECS[spec].get("device", "cpu"))
     set_seed(SEED)
     lora = LoraConfig(
         r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], target_modules="all-linear",
@@ -160,8 +174,8 @@ def _common_args(spec: dict) -> dict:
         seed=SEED,
         data_seed=SEED,
         report_to="none",
-        use_cpu=True,
-        bf16=False,
+        use_cpu=spec.get("device", "cpu") == "cpu",
+        bf16=spec.get("dtype") == "bfloat16",
         activation_checkpointing=False,  # TRL's default is on; off on both sides
         save_strategy="no",
         disable_tqdm=True,
@@ -170,13 +184,16 @@ def _common_args(spec: dict) -> dict:
     )
 
 
-def baseline_sft(spec: str) -> Measure:
+def baseline_sft(spec: str, **switches) -> Measure:
+    """``switches``: SFTConfig options of the plain run (padding_free, torch_compile, use_liger_kernel...)."""
     from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     model, tokenizer = _plain_model(spec)
     data = _data(spec)
-    args = SFTConfig(**_common_args(SPECS[spec]), max_length=None, dataset_kwargs={"skip_prepare_dataset": True})
+    args = SFTConfig(
+        **_common_args(SPECS[spec]), max_length=None, dataset_kwargs={"skip_prepare_dataset": True}, **switches
+    )
     clock = StepClock()
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=data.train, processing_class=tokenizer, callbacks=[clock]
@@ -224,8 +241,12 @@ def plain_eval_loss(model, rows, pad_id: int, batch: int = 8) -> float:
 
 
 def _measure(clock: StepClock, eval_loss: float | None) -> Measure:
+    import torch
+
     losses = clock.losses + ([eval_loss] if eval_loss is not None else [])
     extra = {"step_seconds": clock.step_seconds(), "tokens_per_second": clock.tokens_per_second()}
+    if torch.cuda.is_available():
+        extra["peak_gpu_GiB"] = torch.cuda.max_memory_allocated() / 2**30
     return Measure(clock.step_seconds(), losses, extra | {"eval_loss": eval_loss})
 
 

@@ -119,6 +119,8 @@ class TrainConfig(Section):
     chunked_loss: bool = True
     """Compute the LM head + loss in chunks of tokens, never the full (tokens x vocabulary) logits (SFT, DPO, ORPO);
     false = the trainer's own head (TRL's fused head for SFT/DPO, full logits for ORPO)."""
+    compile: bool = False
+    """torch.compile the model (transformers' torch_compile); the first steps pay for the compilation."""
 
 
 class DistributedConfig(Section):

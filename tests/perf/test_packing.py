@@ -11,7 +11,7 @@ from peft import LoraConfig, PrefixTuningConfig, get_peft_model
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from oneml.config import ModelConfig
-from oneml.data.packing import packing_problem
+from oneml.data.packing import PackedCollator, pack, packing_problem
 from oneml.models import load_model_and_tokenizer
 from oneml.objectives.chunked import install_chunked_head
 
@@ -22,7 +22,7 @@ def examples():
     """Three SFT examples of different lengths with prompt tokens masked, as the data layer builds them."""
     gen = torch.Generator().manual_seed(0)
     out = []
-    for length, prompt in ((11, 4), (5, 2), (8, 3)):
+    for length, prompt in ((11, 4), (5, 2), (6, 3)):
         ids = torch.randint(3, 250, (length,), generator=gen).tolist()
         out.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
     return out
@@ -48,15 +48,26 @@ def test_packed_batch_has_the_padded_loss_and_gradients(lora_model, chunked):
     if chunked:
         install_chunked_head(model)
     padded = DataCollatorForLanguageModeling(pad_token_id=0)(examples())
-    packed = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(examples())
-    assert packed["input_ids"].shape == (1, 24) and "attention_mask" not in packed  # one row, no pad token
-    assert packed["position_ids"].tolist()[0] == list(range(11)) + list(range(5)) + list(range(8))
-    packed = {k: packed[k] for k in ("input_ids", "labels", "position_ids")}
+    collator = PackedCollator(pad_token_id=0)
+    packed = collator(examples())
+    # lengths 11, 5, 6 -> rows [11] and [6 | 5]: as wide as the longest example, no padding, no attention mask
+    assert packed["input_ids"].shape == (2, 11) and set(packed) == {"input_ids", "labels", "position_ids"}
+    assert packed["position_ids"].tolist() == [list(range(11)), list(range(6)) + list(range(5))]
+    assert collator.real_tokens == 22
+    # with a row tail: lengths 11, 8 -> [11], [8 + a 3-token pad segment without labels]
+    tail = collator(examples()[:1] + [{"input_ids": list(range(3, 11)), "labels": list(range(3, 11))}])
+    assert tail["position_ids"][1].tolist() == list(range(8)) + [0, 1, 2]
+    assert (tail["labels"][1, 8:] == -100).all()
     loss_padded, grads_padded = loss_and_grads(model, padded, fused=chunked)
     loss_packed, grads_packed = loss_and_grads(model, packed, fused=chunked)
     torch.testing.assert_close(loss_packed, loss_padded, **TOL)
     for got, want in zip(grads_packed, grads_padded, strict=True):
         torch.testing.assert_close(got, want, **TOL)
+
+
+def test_pack_is_first_fit_longest_first_within_capacity():
+    assert pack([3, 9, 4, 2, 6], capacity=9) == [[1], [4, 0], [2, 3]]
+    assert all(sum([3, 9, 4, 2, 6][i] for i in row) <= 9 for row in pack([3, 9, 4, 2, 6], 9))
 
 
 def test_packing_without_the_block_mask_would_differ(lora_model, monkeypatch):

@@ -1,24 +1,33 @@
-"""Padding-free packing of SFT batches: no pad tokens, no attention across examples.
+"""Padding-free packing of SFT batches: no pad tokens in the compute, no attention across examples.
 
-A batch of examples [a1 a2 a3], [b1 b2] becomes one row [a1 a2 a3 b1 b2] with position ids
-[0 1 2 0 1] and no attention mask (TRL's ``DataCollatorForLanguageModeling(padding_free=True)``).
-transformers 5 derives a block-diagonal causal mask from position ids that restart at 0 when the
-attention mask is None and no KV cache is built (``masking_utils.find_packed_sequence_indices``;
-TRL passes ``use_cache=False``; flash attention uses the cumulative lengths instead), so each
-example attends only to itself, exactly as when padded. The
-first label of every example is dropped (it would be predicted from the previous example), which
-it never is unpacked either since the shifted loss has nothing to predict it from. The loss is the
-sum over real label tokens divided by their count, so it equals the unpacked loss.
+Each batch's examples are bin-packed (first fit, longest first) into rows as long as its longest example:
 
-What it saves is the compute on padding: on alpaca-demo lengths a padded batch of 4 is roughly half
-pad. When it would be wrong it is switched off with a recorded reason (`packing_problem`):
-prompt-learning methods (prefix tuning prepends virtual tokens and its own attention mask), and any
-model whose output on a packed pair differs from its output on each example alone (a probe of two
-short random sequences, which catches attention implementations that ignore position ids).
+    [a1 a2 a3 a4 a5]          [a1 a2 a3 a4 a5]      position ids [0 1 2 3 4]
+    [b1 b2 pad pad pad]  ->   [b1 b2 c1 c2 c3]                   [0 1 0 1 2]
+    [c1 c2 c3 pad pad]
+
+and passed with restarting position ids and no attention mask. transformers 5 derives a block-diagonal causal
+mask from position ids that restart at 0 when the attention mask is None and no KV cache is built
+(``masking_utils.find_packed_sequence_indices``; TRL passes ``use_cache=False``; flash attention uses the
+cumulative lengths instead), so each example attends only to itself, exactly as when padded. The first label of
+every packed example is dropped (it would be predicted from the previous example), as the shifted loss never
+predicts it unpacked either; a row's leftover tail is a pad segment of its own with no labels.
+
+The batch holds the same examples as unpacked, and TRL divides the summed token loss by the number of label
+tokens, so loss and gradients equal the padded batch's (tests/perf/test_packing.py). Rows are bounded by the
+longest example rather than the whole batch concatenated into one row (TRL's ``padding_free``): with sdpa or
+eager attention the mask is dense, so one row of B x L tokens costs (B L)^2 attention scores, which made packed
+CPU steps 2-5x slower than padded ones (measured); here a row never costs more than a padded one.
+
+When it would be wrong it is switched off with a recorded reason (`packing_problem`): prompt-learning methods
+(prefix tuning prepends virtual tokens and its own attention mask), and any model whose output on a packed pair
+differs from its output on each example alone (a probe of two short random sequences, which catches attention
+implementations that ignore position ids).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -64,3 +73,45 @@ def _probe_gap(model: Any) -> float:
         backbone.train(was_training)
     alone = torch.cat(alone).float()
     return float((packed[0].float() - alone).abs().max() / alone.abs().max().clamp(min=1e-6))
+
+
+def pack(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into rows of at most ``capacity`` tokens: first fit, longest first."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        slot = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
+        if slot is None:
+            rows.append([]), room.append(capacity)
+            slot = len(rows) - 1
+        rows[slot].append(i)
+        room[slot] -= lengths[i]
+    return rows
+
+
+@dataclass
+class PackedCollator:
+    """Batches of {input_ids, labels} examples -> packed rows of input_ids, labels and restarting position_ids."""
+
+    pad_token_id: int
+    real_tokens: int = 0
+    """Tokens of real examples collated so far (tokens/s counts these, never the rows' tails)."""
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(e["input_ids"]) for e in examples]
+        rows = pack(lengths, max(lengths))
+        width = max(sum(lengths[i] for i in row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full_like(ids, -100)
+        positions = torch.zeros_like(ids)
+        for r, row in enumerate(rows):
+            at = 0
+            for i in row:
+                n = lengths[i]
+                ids[r, at : at + n] = torch.as_tensor(examples[i]["input_ids"])
+                labels[r, at + 1 : at + n] = torch.as_tensor(examples[i]["labels"][1:])
+                positions[r, at : at + n] = torch.arange(n)
+                at += n
+            positions[r, at:] = torch.arange(width - at)  # the tail: a segment of its own, no labels
+        self.real_tokens += sum(lengths)
+        return {"input_ids": ids, "labels": labels, "position_ids": positions}

@@ -41,14 +41,19 @@ class SFTObjective(ObjectiveConfig):
         from trl import SFTConfig, SFTTrainer
 
         speed = speed or Speed()
-        if speed.packing:  # a packed row has no padding; "non_padding" would drop real tokens equal to the pad id
+        collator = None
+        if speed.packing:
+            from oneml.data.packing import PackedCollator
+
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            collator = PackedCollator(pad)
+            # Packed rows carry no attention mask; "non_padding" would then drop real tokens equal to the pad id.
             args = {**args, "include_num_input_tokens_seen": "all"}
         sft_args = SFTConfig(
             **args,
             max_length=None,  # the data layer already truncated
             dataset_kwargs={"skip_prepare_dataset": True},
             remove_unused_columns=False,
-            padding_free=speed.packing,
         )
         trainer = SFTTrainer(
             model=model,
@@ -58,6 +63,7 @@ class SFTObjective(ObjectiveConfig):
             processing_class=tokenizer,
             callbacks=callbacks,
             optimizers=optimizers,
+            data_collator=collator,
         )
         if speed.chunked_loss:
             from oneml.objectives.chunked import install_chunked_head

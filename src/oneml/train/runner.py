@@ -114,6 +114,7 @@ def _trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> di
         # TRL turns checkpointing on by default (and bf16); both are set explicitly so our config decides.
         activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
+        torch_compile=t.compile,
         # Loss over the label tokens of the whole global batch, whatever the process count (strategies.py).
         average_tokens_across_devices=True,
     )
@@ -126,7 +127,7 @@ def _switches(config: RunConfig, dtype, speed) -> dict[str, str]:
     return {
         "oneml.switch.dtype": str(dtype).replace("torch.", ""),
         "oneml.switch.gradient_checkpointing": str(config.train.gradient_checkpointing).lower(),
-        "oneml.switch.compile": "false",
+        "oneml.switch.compile": str(config.train.compile).lower(),
         "oneml.switch.kernels": "none",
     } | speed.tags()
 
