@@ -7,6 +7,7 @@ raylets and GCS go with them); `ray stop` would stop every Ray process of this u
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -34,13 +35,29 @@ def _node(*args: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=ENV, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _alive_nodes(address: str) -> list[dict]:
-    code = f"import ray, json; ray.init(address={address!r}, log_to_driver=False); "
-    code += "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))"
+def _ask(address: str, expression: str):
+    """Evaluate ``expression`` (JSON-able) in a fresh driver connected to the cluster; None when unreachable."""
+    code = f"import json, ray; ray.init(address={address!r}, log_to_driver=False); print(json.dumps({expression}))"
     proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
-    import json
+    return json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
 
-    return json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else []
+
+NODES = "[[n['NodeID'], n['Resources']] for n in ray.nodes() if n['Alive']]"
+
+
+def _ready(address: str) -> bool:
+    """Both nodes alive and both CPUs free (a node can be alive before its raylet takes work)."""
+    state = _ask(address, f"[{NODES}, ray.available_resources().get('CPU', 0)]")
+    return bool(state) and len(state[0]) == 2 and state[1] == 2
+
+
+def _wait_ready(address: str, deadline: float | None = None) -> bool:
+    deadline = deadline or time.monotonic() + 60
+    while not _ready(address):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(2)
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +71,10 @@ def cluster():
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(nodes) == 1:
-            if _alive_nodes(address):
+            if _ask(address, NODES):
                 nodes.append(_node("--address", address, "--resources", '{"node_b": 1}', log=temp / "worker.log"))
             time.sleep(2)
-        while time.monotonic() < deadline and len(_alive_nodes(address)) < 2:
-            time.sleep(2)
-        assert len(_alive_nodes(address)) == 2, (temp / "head.log").read_text()[-2000:]
+        assert _wait_ready(address, deadline), (temp / "head.log").read_text()[-2000:]
         yield address
     finally:
         for node in reversed(nodes):  # `ray stop`, for our two nodes only
@@ -96,21 +111,17 @@ def _trial_hosts(folder: Path) -> list[str]:
     return sorted(r["tags"]["oneml.ray_node"] for r in trials)
 
 
+def _run_study(cluster: str, folder: Path, name: str, *args: str) -> None:
+    assert _wait_ready(cluster)  # both CPUs free: the previous study's workers may still be releasing theirs
+    cmd = ["study", "run", str(_study(folder, name)), "--executor", "ray", "--ray-address", cluster, "-q", *args]
+    proc = oneml(*cmd, RAY_AUTH_MODE="disabled")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_trials_spread_over_both_nodes(cluster, tmp_path):
     """One CPU per node and one CPU per trial: the two trials can only run at once on different nodes."""
     start = time.perf_counter()
-    proc = oneml(
-        "study",
-        "run",
-        str(_study(tmp_path, "spread")),
-        "--executor",
-        "ray",
-        "--ray-address",
-        cluster,
-        "-q",
-        RAY_AUTH_MODE="disabled",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_study(cluster, tmp_path, "spread")
     nodes = _trial_hosts(tmp_path)
     assert len(set(nodes)) == 2, nodes
     print(f"two trials on two nodes in {time.perf_counter() - start:.1f} s")
@@ -118,29 +129,8 @@ def test_trials_spread_over_both_nodes(cluster, tmp_path):
 
 def test_resource_requests_place_the_trials(cluster, tmp_path):
     """Half a CPU and half of node_b per trial: both fit on node_b only, and run there side by side."""
-    args = ["--cpus-per-trial", "0.5", "--resource", "node_b=0.5", "-q"]
-    proc = oneml(
-        "study",
-        "run",
-        str(_study(tmp_path, "pinned")),
-        "--executor",
-        "ray",
-        "--ray-address",
-        cluster,
-        *args,
-        RAY_AUTH_MODE="disabled",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_study(cluster, tmp_path, "pinned", "--cpus-per-trial", "0.5", "--resource", "node_b=0.5")
     nodes = _trial_hosts(tmp_path)
     assert len(set(nodes)) == 1, nodes
-    worker = [n for n in _node_ids(cluster) if n[1].get("node_b")]
-    assert nodes[0] == worker[0][0]
-
-
-def _node_ids(address: str) -> list[tuple[str, dict]]:
-    code = f"import ray, json; ray.init(address={address!r}, log_to_driver=False); "
-    code += "print(json.dumps([[n['NodeID'], n['Resources']] for n in ray.nodes() if n['Alive']]))"
-    proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
-    import json
-
-    return [tuple(x) for x in json.loads(proc.stdout.strip().splitlines()[-1])]
+    (worker,) = [node_id for node_id, resources in _ask(cluster, NODES) if resources.get("node_b")]
+    assert nodes[0] == worker
