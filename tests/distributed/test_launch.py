@@ -153,3 +153,20 @@ def test_a_process_started_by_a_launcher_by_hand_trains_instead_of_launching_aga
     assert not world.launched()
     monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun / accelerate launch set it on every process
     assert world.launched()
+
+
+def test_a_strategy_that_fell_back_is_an_error_not_a_false_record():
+    """accelerate drops FSDP on CPU (MULTI_CPU): the run must fail rather than be recorded as FSDP."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    def trainer(kind):
+        return SimpleNamespace(accelerator=SimpleNamespace(state=SimpleNamespace(distributed_type=kind)))
+
+    fsdp = load_run_config(None, TORCHRUN + ["distributed.nproc=2", "distributed.strategy=fsdp"])
+    with pytest.raises(OnemlError, match="fsdp asked, but accelerate set up MULTI_CPU"):
+        world.engine_tags(fsdp, trainer(DistributedType.MULTI_CPU))
+    assert world.engine_tags(fsdp, trainer(DistributedType.FSDP))["oneml.engine"] == "FSDP"
+    ddp = load_run_config(None, TORCHRUN + ["distributed.nproc=2"])
+    assert world.engine_tags(ddp, trainer(DistributedType.MULTI_CPU)) == {"oneml.engine": "MULTI_CPU"}
