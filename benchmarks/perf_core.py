@@ -64,7 +64,11 @@ def alternate(bench: Benchmark, pairs: int) -> dict[str, Any]:
         "ours_extra": ours[-1].extra,
         "baseline_extra": base[-1].extra,
     }
-    numeric = [k for k, v in ours[-1].extra.items() if isinstance(v, int | float) and k in base[-1].extra]
+    numeric = [
+        k
+        for k in ours[-1].extra
+        if all(isinstance(m.extra.get(k), int | float) and m.extra.get(k) for m in ours + base)
+    ]
     result["extra_ratios"] = {
         k: statistics.median(o.extra[k] / b.extra[k] for o, b in zip(ours, base, strict=True)) for k in numeric
     }

@@ -130,6 +130,12 @@ def probe(side: str, objective: str, batch: int, length: int) -> dict:
     """Run in the subprocess: peak RSS above the inputs, step time, loss and gradient summaries."""
     import torch
 
+    # Every side's imports happen before the reference point: trl.trainer.utils alone adds ~290 MB of RSS.
+    import trl.kernels.chunked_logprob  # noqa: F401
+    import trl.trainer.utils  # noqa: F401
+
+    import oneml.objectives.chunked  # noqa: F401
+
     torch.manual_seed(0)
     weight, hidden, labels = _inputs(batch, length)
     projection = torch.randn(hidden.shape, generator=torch.Generator().manual_seed(1))
