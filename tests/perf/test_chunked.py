@@ -190,3 +190,9 @@ def test_models_that_scale_logits_keep_the_trainers_head():
     assert unsupported_reason(model) is None
     model.config.final_logit_softcapping = 30.0
     assert "final_logit_softcapping" in unsupported_reason(model)
+
+
+def test_an_adapted_head_keeps_the_trainers_head():
+    base = load_model_and_tokenizer(ModelConfig(name="tiny-llama"))[0]
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "lm_head"]))
+    assert "adapts the LM head" in unsupported_reason(model)

@@ -4,9 +4,10 @@ For hidden states h (N, H), the head W (V, H) and targets y (N,):
 
     log p(y_i | h_i) = z_i[y_i] - logsumexp_v z_i[v],     z_i = W h_i (+ b)
 
-computed over chunks of tokens, so that at most (chunk, V) logits exist at a time; only the
-log-sum-exp of each token is kept for the backward, which recomputes its chunk of logits and turns
-it, in place, into the gradient of sum_i g_i log p_i with respect to z_i:
+computed over tiles of (up to 1024 tokens) x (a slice of the vocabulary), folding the slices with an
+online log-sum-exp, so that at most two tiles of logits exist at a time; only the log-sum-exp of each
+token is kept for the backward, which recomputes each tile and turns it, in place, into the gradient of
+sum_i g_i log p_i with respect to z_i:
 
     dL/dz_i = g_i * (onehot(y_i) - softmax(z_i)),   dL/dh_i = dL/dz_i W,   dL/dW = sum_i dL/dz_i^T h_i
 
@@ -16,10 +17,10 @@ Per-token log-probs (not only a mean) are what SFT (token mean), DPO (per-sequen
 Why our own rather than TRL's fused head (``trl.trainer.utils.add_fused_lm_head``): on devices
 without Triton TRL scores every position (prompt and padding too) through 4096 x 32768 tiles with
 several full-tile temporaries, which made a CPU step of a tiny model with a 49k vocabulary several
-times slower than the plain logits (benchmarks/perf.py, BENCHMARKS.md). Here only labelled positions
-are scored, in tiles of ~32 MiB, with one temporary. The model keeps TRL's calling convention
-(``model(..., labels=..., fused_lm_head=True)`` returns TRL's ``FusedCausalLMOutput``), so TRL's
-trainers and our evaluators run unchanged on top of it.
+times slower than the plain logits (BENCHMARKS.md: 6.5x the tokens/s with ours). Here only labelled
+positions are scored, in 16 MiB tiles, and the head streams through the matmul once per 1024 tokens. The
+model keeps TRL's calling convention (``model(..., labels=..., fused_lm_head=True)`` returns TRL's
+``FusedCausalLMOutput``), so TRL's trainers and our evaluators run unchanged on top of it.
 """
 
 from __future__ import annotations
@@ -183,8 +184,11 @@ def unsupported_reason(model: Any) -> str | None:
             return f"the model scales its logits ({key}); the trainer's own head is used"
     if getattr(config, "output_router_logits", False):
         return "mixture-of-experts router loss; the trainer's own head is used"
-    if model.get_output_embeddings() is None:
+    head = model.get_output_embeddings()
+    if head is None:
         return "the model has no output embedding"
+    if hasattr(head, "base_layer"):  # a peft layer: the head's weight alone would miss the adapter's delta
+        return "the method adapts the LM head itself; the trainer's own head is used"
     return None
 
 
@@ -228,8 +232,3 @@ def install_chunked_head(model: Any, stats: tuple[str, ...] = ("entropy", "is_to
 
     model.forward = types.MethodType(forward, model)
     model._oneml_chunked_head = True
-
-
-def has_chunked_head(model: Any) -> bool:
-    model = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return bool(getattr(model, "_oneml_chunked_head", False))
