@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     _load_benchmarks()
     if args.list:
         for b in BENCHMARKS.values():
-            print(f"{b.name:<18}{b.description} (target ours/baseline {b.target})")
+            print(f"{b.name:<22}{b.description} (target ours/baseline {b.target})")
         return 0
     names = args.only or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
