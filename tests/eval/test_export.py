@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from evalkit import tiny_run
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from clikit import run_cli
-from conftest import tiny_run
 from oneml.eval.trained import open_run
 from oneml.models import load_model_and_tokenizer
 

@@ -85,3 +85,19 @@ def test_continuation_logprobs_equal_a_direct_computation(tiny):
             logps = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1], -1)
         expected = sum(float(logps[t - 1, ids[t]]) for t in range(n, len(ids)))
         assert value == pytest.approx(expected, abs=1e-4)
+
+
+def test_token_logprobs_chunked_head_equals_plain_logits_and_leaves_the_model_as_it_was(tiny, monkeypatch):
+    import oneml.objectives.chunked as chunked
+    from oneml.eval.generate import padded, token_logprobs
+
+    model, _, _ = tiny
+    rows = [[5, 9, 17, 33, 2], [7, 8, 9]]
+    labels = [[-100, -100, 17, 33, 2], [-100, 8, 9]]
+    fused = token_logprobs(model, *padded(rows, labels, 0, model))
+    assert "forward" not in model.__dict__  # the chunked head was taken off again
+    monkeypatch.setattr(chunked, "unsupported_reason", lambda m: "forced: plain logits")
+    plain = token_logprobs(model, *padded(rows, labels, 0, model))
+    torch.testing.assert_close(fused[0], plain[0], atol=1e-5, rtol=1e-5)
+    assert torch.equal(fused[1], plain[1]) and torch.equal(fused[2], plain[2])
+    assert int(fused[2].sum()) == 5

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from oneml.data.templates import render
+from oneml.data.templates import IGNORE_INDEX, render
 
 _PROBE = "Zq7Zq"  # an assistant message whose text cannot occur in any template
 
@@ -110,6 +110,34 @@ def _decode_row(tokenizer: Any, new: list[int], end_ids: Sequence[int], stop_str
 
 
 @torch.no_grad()
+def token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(log p(label_t | ids_<t), top-1 == label, label mask), each (B, T-1), for labels aligned with ``ids``.
+
+    Through the training's chunked LM head when the model allows it (`oneml.objectives.chunked`), so the
+    (B, T, V) logits never exist: at a 150k vocabulary they are gigabytes per batch. Otherwise the plain logits.
+    """
+    from oneml.objectives.chunked import install_chunked_head, unsupported_reason
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if unsupported_reason(inner) is None:
+        saved = inner.__dict__.get("forward")
+        install_chunked_head(model, stats=("is_top1",))
+        try:
+            out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+        finally:  # leave the model as it was: generation and merging come after
+            inner.__dict__.pop("_oneml_chunked_head", None)
+            if saved is None:
+                del inner.forward
+            else:
+                inner.forward = saved
+        return out.log_probs.float(), out.is_top1, out.label_mask
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, V)
+    target = labels[:, 1:]
+    keep = target != IGNORE_INDEX
+    logps = torch.log_softmax(logits, dim=-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return logps * keep, (logits.argmax(-1) == target) & keep, keep
+
+
 def continuation_logprobs(model: Any, tokenizer: Any, context: str, continuations: Sequence[str]) -> list[float]:
     """Sum of log p(continuation tokens | context) for each continuation, in one batch.
 
@@ -117,21 +145,25 @@ def continuation_logprobs(model: Any, tokenizer: Any, context: str, continuation
     context's own encoding, so a merge across the boundary cannot drop or double a token.
     """
     context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
-    rows, spans = [], []
+    rows, labels = [], []
     for cont in continuations:
         whole = tokenizer(context + cont, add_special_tokens=False)["input_ids"]
         start = len(context_ids) if whole[: len(context_ids)] == context_ids else _common_prefix(whole, context_ids)
         start = max(1, min(start, len(whole) - 1))  # at least one token scored, one token of context
         rows.append(whole)
-        spans.append((start, len(whole)))
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id or 0
+        labels.append([IGNORE_INDEX] * start + whole[start:])
+    logps, _, _ = token_logprobs(model, *padded(rows, labels, tokenizer.pad_token_id or 0, model))
+    return [float(row.sum()) for row in logps]
+
+
+def padded(rows: list[list[int]], labels: list[list[int]], pad: int, model: Any) -> tuple[torch.Tensor, ...]:
+    """input_ids, attention_mask, labels as right-padded tensors on the model's device."""
     device = next(model.parameters()).device
+    width = max(len(r) for r in rows)
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-    logits = model(input_ids=ids, attention_mask=mask).logits.float()  # (C, T, V)
-    logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (C, T-1)
-    return [float(logps[c, s - 1 : e - 1].sum()) for c, (s, e) in enumerate(spans)]
+    target = torch.tensor([y + [IGNORE_INDEX] * (width - len(y)) for y in labels], device=device)
+    return ids, mask, target
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from oneml.eval.benchmarks import BenchResult, EvalContext, EvalOptions, resolve_benchmarks
-from oneml.export import _status
 
 DEFAULT_BENCHMARKS = ("perplexity", "eos", "inference")
 
@@ -57,7 +58,7 @@ def evaluate_run(
     loaded = [(b, b.load(options, run.config)) for b in benchmarks]  # data problems surface before the model
     quiet_libraries()
     device = resolve_device(device)
-    with _status(console)(f"loading the trained model of {run.run_id}"):
+    with console.status(f"loading the trained model of {run.run_id}") if console else nullcontext():
         model, tokenizer = run.load(device)
     recorder = _Recorder(run, tracking_uri)
     report = evaluate_model(
@@ -110,22 +111,11 @@ class _Recorder:
 
         from oneml.tracking.store import _is_number
 
-        now = int(__import__("time").time() * 1000)
+        now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _is_number(v)]
         tags = [RunTag(f"oneml.eval.{name.replace(':', '.')}.{k}", str(v)) for k, v in settings.items()]
         self.client.log_batch(self.mlflow_run_id, metrics=items, tags=tags)
         self.client.log_artifact(self.mlflow_run_id, str(path), "eval")
-
-
-class StudyRecorder(_Recorder):
-    """The same, for a run that has just been trained (the study's evaluation stage)."""
-
-    def __init__(self, folder: Path, mlflow_run_id: str | None, tracking_uri: str):
-        from mlflow.tracking import MlflowClient
-
-        self.folder = folder / "eval"
-        self.mlflow_run_id = mlflow_run_id
-        self.client = MlflowClient(tracking_uri=tracking_uri) if mlflow_run_id else None
 
 
 def write_json_atomic(path: Path, payload: Any) -> Path:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def export_run(
     shutil.rmtree(staging, ignore_errors=True)
     try:
         if mode == "merged":
-            with _status(console)(f"loading and merging {run.run_id}"):
+            with console.status(f"loading and merging {run.run_id}") if console else nullcontext():
                 _write_merged(run, staging, torch_dtype)
         else:
             _write_adapter(run, staging)
@@ -159,10 +160,3 @@ def _mode_note(config: Any, mode: str) -> str:
 
 def _fmt(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def _status(console: Any):
-    """console.status when there is a console, else a no-op context factory."""
-    from contextlib import nullcontext
-
-    return console.status if console is not None else (lambda text: nullcontext())

@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
 from oneml.data.templates import IGNORE_INDEX
 from oneml.eval.benchmarks import BENCHMARKS, Benchmark, BenchResult, EvalContext, EvalOptions
+from oneml.eval.generate import padded, token_logprobs
 
 
 class HeldOut(Benchmark):
@@ -58,25 +57,15 @@ def eval_examples(config: Any, tokenizer: Any) -> list[dict[str, list[int]]]:
     return out
 
 
-@torch.no_grad()
 def token_sums(model: Any, examples: list[dict[str, list[int]]], batch_size: int, pad: int) -> tuple[float, float, int]:
     """(sum of -log p, number of correct top-1 predictions, number of label tokens) over ``examples``."""
-    device = next(model.parameters()).device
     nll, correct, count = 0.0, 0.0, 0
     for i in range(0, len(examples), batch_size):
         chunk = examples[i : i + batch_size]
-        width = max(len(e["input_ids"]) for e in chunk)
-        ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in chunk], device=device)
-        labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in chunk], device=device)
-        mask = torch.tensor(
-            [[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in chunk], device=device
-        )
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, V)
-        target = labels[:, 1:]
-        keep = target != IGNORE_INDEX
-        logps = torch.log_softmax(logits, dim=-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        rows, labels = [e["input_ids"] for e in chunk], [e["labels"] for e in chunk]
+        logps, top1, keep = token_logprobs(model, *padded(rows, labels, pad, model))
         nll -= float(logps[keep].double().sum())
-        correct += float((logits.argmax(-1) == target)[keep].sum())
+        correct += float(top1[keep].sum())
         count += int(keep.sum())
     return nll, correct, count
 
