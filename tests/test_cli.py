@@ -113,3 +113,19 @@ def test_preference_run_summary(capsys, tmp_path, monkeypatch):
     )  # fmt: skip
     assert code == 0, err
     assert "preference accuracy" in out and "KL to reference" in out and "perplexity" not in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["study", "export-argo", "x.yaml", "-o", "w.yaml"], "Missing option '--image'"),
+        (["eval", "some-run", "--limit", "abc"], "Invalid value for '--limit'"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and message in err and "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

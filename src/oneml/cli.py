@@ -524,6 +524,13 @@ def main(argv: list[str] | None = None) -> None:
     except Interrupted as exc:  # SIGTERM during a run: exit 128 + the signal's number
         err.print(str(exc), markup=False, highlight=False)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        # typer 0.29 vendors its own click, whose usage errors (a missing option, a bad integer) are not the
+        # `click` package's classes caught above: recognise them by their interface, and say them in one line.
+        if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
+            raise
+        err.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     if isinstance(code, int) and code:  # outside standalone mode typer returns exit codes (Ctrl-C: 130)
         if code == 130:
             err.print("interrupted")

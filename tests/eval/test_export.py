@@ -84,3 +84,9 @@ def test_bad_export_requests_are_one_line_and_leave_nothing(runs, tmp_path, caps
     assert [p.name for p in busy.iterdir()] == ["keep.txt"]
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_unwritable_destination_is_one_line(runs, capsys):
+    root, results = runs
+    code, _, err = run_cli(capsys, "export", results["lora"].run_id, "--out", "/proc/oneml-x", "--root", str(root))
+    assert code == 2 and "--out: cannot write in /proc" in err and len(err.strip().splitlines()) == 1

@@ -61,6 +61,10 @@ def export_run(
     staging = out.parent / f".{out.name}.export-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
+        staging.mkdir(parents=True)
+    except OSError as err:  # os.access cannot tell (root passes it on read-only mounts): trying can
+        raise OnemlError(f"--out: cannot write in {out.parent}: {err.strerror}") from None
+    try:
         if mode == "merged":
             with console.status(f"loading and merging {run.run_id}") if console else nullcontext():
                 _write_merged(run, staging, torch_dtype)
@@ -122,7 +126,7 @@ def _write_adapter(run: Any, folder: Path) -> None:
     missing = [f for f in ADAPTER_FILES if not (source / f).is_file()]
     if missing:
         raise OnemlError(f"RUN: {source} lacks {', '.join(missing)}; the run did not save a peft adapter")
-    shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".*"))
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".*"), dirs_exist_ok=True)
 
 
 def write_model_card(run: Any, folder: Path, mode: str) -> None:
