@@ -185,6 +185,28 @@ def test_generation_and_plain_forward_untouched(lora_pair):
     assert torch.equal(a, b)
 
 
+def test_the_head_runs_as_a_module_call_so_its_hooks_fire(lora_pair):
+    """FSDP gathers a sharded head weight in a forward pre-hook and reduce-scatters its gradient from hooks set
+    in the post-hook; the chunked head must go through them, with the weight the pre-hook put in place."""
+    _, chunked = lora_pair
+    head = chunked.get_output_embeddings()
+    seen = []
+    handles = [
+        head.register_forward_pre_hook(lambda module, args: seen.append(("pre", args[0].shape[-1]))),
+        head.register_forward_hook(lambda module, args, out: seen.append(("post", len(out)))),
+    ]
+    ids, mask, labels = batch()
+    try:
+        chunked(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True).loss.backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+        chunked.zero_grad()
+    assert seen == [("pre", head.in_features), ("post", 4)]  # log-probs + three stats, after the pre-hook
+    assert "forward" not in head.__dict__  # the head's own forward is back
+    assert chunked(input_ids=ids[:1, :5]).logits.shape[-1] == head.out_features
+
+
 def test_models_that_scale_logits_keep_the_trainers_head():
     model = load_model_and_tokenizer(ModelConfig(name="tiny-llama"))[0]
     assert unsupported_reason(model) is None

@@ -192,6 +192,30 @@ def unsupported_reason(model: Any) -> str | None:
     return None
 
 
+def _through_head(head: Any, hidden: torch.Tensor, targets: torch.Tensor, stats: tuple[str, ...]):
+    """`chunked_log_probs` with the head's weight, run as the head module's own forward.
+
+    The head's module hooks then fire as for ``head(hidden)``: FSDP2 gathers its sharded weight before and
+    reduce-scatters its gradient after (``head.weight`` read outside its forward is a shard, or memory FSDP frees
+    before backward).
+    """
+
+    def forward(h: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return chunked_log_probs(
+            h.to(head.weight.device), head.weight, t.to(head.weight.device), head.bias, stats=stats
+        )
+
+    own = head.__dict__.get("forward")
+    head.forward = forward
+    try:
+        return head(hidden, targets)
+    finally:
+        if own is None:
+            del head.forward
+        else:
+            head.forward = own
+
+
 def install_chunked_head(model: Any, stats: tuple[str, ...] = ("entropy", "is_top1")) -> None:
     """Serve ``model(..., labels=..., fused_lm_head=True)`` with `ChunkedLogProb`.
 
@@ -217,12 +241,10 @@ def install_chunked_head(model: Any, stats: tuple[str, ...] = ("entropy", "is_to
         else:
             labels = shift_labels
         head = self.get_output_embeddings()
-        labels = labels.to(head.weight.device)
-        mask = labels != -100  # (B, T-1)
-        picked = chunked_log_probs(
-            hidden.to(head.weight.device)[mask], head.weight, labels[mask], head.bias, stats=stats
-        )
+        mask = labels.to(hidden.device) != -100  # (B, T-1)
+        picked = _through_head(head, hidden[mask], labels.to(hidden.device)[mask], stats)
         # masked_scatter keeps an all-ignored micro-batch connected to the graph (a differentiable zero).
+        mask = mask.to(picked[0].device)
         logps, *extra = (x.new_zeros(mask.shape).masked_scatter(mask, x) for x in picked)
         extra = dict(zip(stats, extra, strict=True))
         if "is_top1" in extra:
