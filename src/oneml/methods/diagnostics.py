@@ -110,7 +110,7 @@ class DoraDrift(LayerDiagnostics):
     def __init__(self, layers: list[tuple[str, Any, str]], ctx: MethodContext):
         super().__init__(layers, ctx)
         self.start = {
-            name: tuple(t.detach().clone() for t in (layer.lora_magnitude_vector[a].weight, *_factors(layer, a)))
+            name: tuple(t.detach().clone() for t in (whole(layer.lora_magnitude_vector[a].weight), *_factors(layer, a)))
             for name, layer, a in layers
         }
 
@@ -122,15 +122,23 @@ class DoraDrift(LayerDiagnostics):
         for name, layer, a in self.layers:
             m0, A0, B0 = self.start[name]
             A, B = _factors(layer, a)
-            weight = dequantized_weight(layer.get_base_layer()).float()
+            weight = whole(dequantized_weight(layer.get_base_layer())).float()
             s = layer.scaling[a]
-            magnitude[name] = magnitude_change(layer.lora_magnitude_vector[a].weight.float(), m0.float())
+            magnitude[name] = magnitude_change(whole(layer.lora_magnitude_vector[a].weight).float(), m0.float())
             direction[name] = direction_change(weight + s * (B @ A).float(), weight + s * (B0 @ A0).float())
         return {"dora_magnitude": magnitude, "dora_direction": direction}
 
 
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a parameter FSDP shards across processes (an all-gather every rank must join: the
+    callbacks run on every rank at the same steps); any other tensor as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
 def _factors(layer: Any, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
+    return whole(layer.lora_A[adapter].weight), whole(layer.lora_B[adapter].weight)
 
 
 def lora_diagnostics(model: torch.nn.Module, ctx: MethodContext) -> list[TrainerCallback]:
