@@ -99,7 +99,6 @@ def test_accelerate_config_describes_the_processes(tmp_path, capsys):
     ("extra", "message"),
     [
         (["--strategy", "zero3"], "zero3 needs the deepspeed package"),
-        (["--strategy", "fsdp"], "fsdp needs CUDA devices"),
         (["--set", "objective=dpo", "--set", "data.dataset=dpo-demo"], "support the sft objective"),
     ],
 )
@@ -113,24 +112,29 @@ def test_runs_that_cannot_run_here_fail_before_any_process_starts(tmp_path, caps
 @pytest.mark.parametrize(
     ("method", "message"),
     [
-        ({"name": "qlora"}, "cannot shard the quantized base"),
+        ({"name": "qlora", "quantize": "int8"}, "cannot shard method qlora's 8-bit base"),
+        ({"name": "dora", "quantize": "nf4"}, "DoRA's magnitudes in float32"),
         ({"name": "lora", "init": "pissa"}, "needs its own save step"),
         ({"name": "bottleneck"}, "needs its own save step"),
         ({"name": "lora", "loraplus_ratio": 16}, "parameter groups \\(LoRA\\+ learning rates\\)"),
     ],
 )
-def test_fsdp_refuses_what_it_cannot_shard_or_save(method, message):
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_fsdp_refuses_what_it_cannot_shard_or_save(method, message, device):
     cfg = load_run_config(None, TORCHRUN + ["distributed.nproc=2", "distributed.strategy=fsdp"] +
                           [f"method={json.dumps(method)}"])  # fmt: skip
     with pytest.raises(OnemlError, match=message):
-        strategies.check(cfg, "cuda")  # the GPU-side rules, checked here without a GPU
+        strategies.check(cfg, device)  # the GPU-side rules too, checked here without a GPU
 
 
-def test_fsdp_args_for_plain_lora_on_cuda():
+@pytest.mark.parametrize(("device", "backend"), [("cuda", "nccl"), ("cpu", "gloo")])
+def test_fsdp_args_for_lora_and_4bit_qlora(device, backend):
+    strategies.check(load_run_config(None, TORCHRUN + ["distributed.nproc=2", "distributed.strategy=fsdp",
+                                                       "method.name=qlora"]), device)  # fmt: skip
     cfg = load_run_config(None, TORCHRUN + ["distributed.nproc=2", "distributed.strategy=fsdp"])
-    strategies.check(cfg, "cuda")
-    args = strategies.trainer_args(cfg, "cuda")
-    assert args["fsdp"] is True and args["fsdp_config"]["version"] == 2 and args["ddp_backend"] == "nccl"
+    strategies.check(cfg, device)
+    args = strategies.trainer_args(cfg, device)
+    assert args["fsdp"] is True and args["fsdp_config"]["version"] == 2 and args["ddp_backend"] == backend
     assert args["activation_checkpointing"] is False  # FSDP's own checkpointing instead (fsdp_config)
 
 
@@ -156,7 +160,8 @@ def test_a_process_started_by_a_launcher_by_hand_trains_instead_of_launching_aga
 
 
 def test_a_strategy_that_fell_back_is_an_error_not_a_false_record():
-    """accelerate drops FSDP on CPU (MULTI_CPU): the run must fail rather than be recorded as FSDP."""
+    """Where accelerate drops FSDP (MULTI_CPU without cpu_fsdp.py) the run must fail rather than be recorded as
+    FSDP."""
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType

@@ -48,6 +48,20 @@ def test_quantize_round_trip(mode, layer_type, max_rel_error):
     )
 
 
+def test_float_storage_holds_the_same_4bit_codes_in_a_floating_tensor_that_fsdp_can_shard():
+    """QLoRA under FSDP: the packed bytes live in a float32 tensor (FSDP shards floating parameters only) and the
+    layer computes exactly as with uint8 storage; the layer keeps the quantization state for FSDP's plain tensor."""
+    plain, stored = quantize_model(tiny(), "nf4", skip=("lm_head",)), tiny()
+    quantize_model(stored, "nf4", skip=("lm_head",), float_storage=True)
+    a, b = plain.model.layers[0].mlp.up_proj, stored.model.layers[0].mlp.up_proj
+    assert a.weight.dtype == torch.uint8 and b.weight.dtype == torch.float32 and b.weight.is_floating_point()
+    assert torch.equal(a.weight.data.view(-1), b.weight.data.view(torch.uint8).view(-1))  # the same codes
+    assert b.quant_state is b.weight.quant_state  # what bitsandbytes restores a converted weight from
+    x = torch.randn(2, 3, a.in_features)
+    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+    torch.testing.assert_close(dequantized_weight(a), dequantized_weight(b), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(("d_in", "d_out"), [(64, 128), (48, 80)])
 def test_4bit_layer_is_its_dequantized_weight_in_both_directions_even_after_an_eval_pass(d_in, d_out):
     linear = torch.nn.Linear(d_in, d_out)

@@ -33,6 +33,8 @@ class Strategy:
     """(config, device) -> extra TrainingArguments for every rank."""
     check: Callable[[RunConfig, str], None]
     """(config, device) -> None, or one-line OnemlError when this strategy cannot run that config here."""
+    prepare: Callable[[RunConfig, str], None] = lambda config, device: None
+    """(config, device) -> None: set-up in every rank process before the Trainer is built."""
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
@@ -75,19 +77,17 @@ def _check_fsdp(config: RunConfig, device: str) -> None:
     from oneml.methods.lora import MUTATING_INITS, LoRAConfig
 
     method = config.method
-    if device != "cuda":
-        # accelerate's AcceleratorState turns an FSDP plugin into DistributedType.FSDP only for GPU-like device
-        # types; on CPU (MULTI_CPU) it drops the plugin and the run would silently be DDP. torch's FSDP2 itself
-        # runs on CPU with gloo; it is the Trainer/accelerate path that does not.
+    quantize = getattr(method, "quantize", "none")
+    if quantize == "int8":
         raise OnemlError(
-            "distributed.strategy: fsdp needs CUDA devices (accelerate enables FSDP only on GPU-like devices; on "
-            "CPU it would silently run DDP); use strategy ddp on CPU"
+            f"distributed.strategy: fsdp cannot shard method {method.name}'s 8-bit base (bitsandbytes' Int8Params "
+            "lose their scales when FSDP converts them); use quantize: nf4 (sharded) or strategy ddp"
         )
-    if getattr(method, "quantize", "none") != "none":
+    if quantize != "none" and getattr(method, "use_dora", False):
         raise OnemlError(
-            f"distributed.strategy: fsdp cannot shard the quantized base of method {method.name} "
-            f"(quantize={method.quantize}): FSDP+QLoRA needs bitsandbytes weights stored in the compute dtype "
-            "(bnb_4bit_quant_storage) on CUDA, which oneml's in-memory quantization does not use; use strategy ddp"
+            f"distributed.strategy: fsdp cannot shard method {method.name} on a quantized base: TRL trains its LoRA "
+            "factors in bfloat16 but DoRA's magnitudes in float32, and FSDP2 needs one dtype per sharded group; use "
+            "strategy ddp"
         )
     own_groups = type(method).optimizer_groups not in (MethodConfig.optimizer_groups, LoRAConfig.optimizer_groups)
     if own_groups or getattr(method, "loraplus_ratio", None) is not None:
@@ -101,6 +101,13 @@ def _check_fsdp(config: RunConfig, device: str) -> None:
             f"distributed.strategy: fsdp saves the adapter from the Trainer's gathered state dict; method "
             f"{method.name} needs its own save step, which needs the whole model in one process; use strategy ddp"
         )
+
+
+def _prepare_fsdp(config: RunConfig, device: str) -> None:
+    if device == "cpu":
+        from oneml.distributed import cpu_fsdp
+
+        cpu_fsdp.enable()  # accelerate would silently run DDP on CPU processes (cpu_fsdp.py)
 
 
 def deepspeed_config(config: RunConfig, stage: int) -> dict[str, Any]:
@@ -146,7 +153,9 @@ def _no_check(config: RunConfig, device: str) -> None:
 
 
 STRATEGIES.register("ddp", Strategy(_ddp_args, _no_check), "data parallel: a full model copy per process")
-STRATEGIES.register("fsdp", Strategy(_fsdp_args, _check_fsdp), "FSDP2: parameters, gradients, optimizer sharded")
+STRATEGIES.register(
+    "fsdp", Strategy(_fsdp_args, _check_fsdp, _prepare_fsdp), "FSDP2: parameters, gradients, optimizer sharded"
+)
 STRATEGIES.register("zero2", _zero(2), "DeepSpeed ZeRO stage 2: optimizer state and gradients sharded")
 STRATEGIES.register("zero3", _zero(3), "DeepSpeed ZeRO stage 3: parameters sharded too")
 
@@ -164,6 +173,12 @@ def check(config: RunConfig, device: str) -> None:
     if d.backend == "nccl" and device != "cuda":
         raise OnemlError("distributed.backend: nccl needs CUDA devices; use gloo (or auto) on CPU")
     STRATEGIES.get(d.strategy).check(config, device)
+
+
+def prepare(config: RunConfig, device: str) -> None:
+    """The strategy's set-up in this rank process (none for a single process)."""
+    if config.distributed.world_size > 1:
+        STRATEGIES.get(config.distributed.strategy).prepare(config, device)
 
 
 def trainer_args(config: RunConfig, device: str) -> dict[str, Any]:

@@ -82,6 +82,8 @@ def engine_tags(config, trainer) -> dict[str, str]:
     plugin = getattr(state, "fsdp_plugin", None)
     if plugin is not None:
         tags["oneml.engine.fsdp_version"] = str(plugin.fsdp_version)
+    if getattr(state, "oneml_cpu_fsdp", False):
+        tags["oneml.engine.cpu_fsdp"] = "true"  # FSDP on CPU processes through cpu_fsdp.py
     return tags
 
 

@@ -42,6 +42,8 @@ class MethodContext:
     gradient_checkpointing: bool = False
     diagnostics_every: int = 10
     """Interval (optimizer steps) for per-layer diagnostics such as kappa(BA) or DoRA magnitudes."""
+    sharded: bool = False
+    """The parameters will be sharded across processes (FSDP)."""
     log_metrics: Callable[[dict[str, float], int], None] = field(default=_no_log)
     """Record metrics at a step (the run's MLflow record)."""
     log_json: Callable[[str, Any], None] = field(default=_no_artifact)
@@ -75,6 +77,10 @@ class MethodConfig(Section):
     def save(self, model: torch.nn.Module, path: Path) -> None:
         """Write the trained weights (adapter only for adapter methods) as safetensors."""
         model.save_pretrained(path, safe_serialization=True)
+
+    def save_metadata(self, model: torch.nn.Module, path: Path) -> None:
+        """Files `load` needs beside weights that were written for this method by someone else (the Trainer's
+        gathered save under FSDP); `save` writes them too."""
 
     def load(self, base: torch.nn.Module, path: Path) -> torch.nn.Module:
         """Attach what `save` wrote to a freshly loaded base model."""

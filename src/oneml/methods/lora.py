@@ -147,6 +147,9 @@ class LoRAConfig(MethodConfig):
     def save(self, model: torch.nn.Module, path: Path) -> None:
         save(model, Path(path), self)
 
+    def save_metadata(self, model: torch.nn.Module, path: Path) -> None:
+        write_dtypes(model, Path(path))
+
     def load(self, base: torch.nn.Module, path: Path) -> torch.nn.Module:
         return load(base, Path(path), self)
 
@@ -193,7 +196,7 @@ def apply(model: torch.nn.Module, cfg: LoRAConfig, ctx: MethodContext) -> torch.
     if cfg.quantize != "none":
         if cfg.init in MUTATING_INITS:
             model, initial = _init_in_full_precision(model, cfg)
-        quantize_base(model, cfg)
+        quantize_base(model, cfg, float_storage=ctx.sharded)
     peft_model = get_peft_model(model, cfg.peft_config(init=True if initial is not None else None))
     if initial is not None:
         _set_factors(peft_model, initial)
@@ -207,13 +210,21 @@ def apply(model: torch.nn.Module, cfg: LoRAConfig, ctx: MethodContext) -> torch.
     return peft_model
 
 
-def quantize_base(model: torch.nn.Module, cfg: LoRAConfig) -> torch.nn.Module:
-    """Quantize ``model``'s linear layers (not the output head) as ``cfg`` says, in place."""
+def quantize_base(model: torch.nn.Module, cfg: LoRAConfig, float_storage: bool = False) -> torch.nn.Module:
+    """Quantize ``model``'s linear layers (not the output head) as ``cfg`` says, in place (``float_storage``: see
+    `quantize_model`; the numbers are the same either way)."""
     from oneml.models.quantization import quantize_model
 
     compute = None if cfg.compute_dtype == "auto" else getattr(torch, cfg.compute_dtype)
     skip = (output_head_name(model),)
-    return quantize_model(model, cfg.quantize, double_quant=cfg.double_quant, compute_dtype=compute, skip=skip)
+    return quantize_model(
+        model,
+        cfg.quantize,
+        double_quant=cfg.double_quant,
+        compute_dtype=compute,
+        skip=skip,
+        float_storage=float_storage,
+    )
 
 
 def _init_in_full_precision(model: torch.nn.Module, cfg: LoRAConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -283,8 +294,12 @@ def save(model: torch.nn.Module, path: Path, cfg: LoRAConfig) -> None:
         save_against_original(model, path, cfg)
     else:
         model.save_pretrained(path, safe_serialization=True)
-    # The trainer may train adapters in another dtype than peft creates them in (TRL casts the adapters of a
-    # quantized model to bfloat16); `load` restores it so that the reloaded model computes exactly as the trained one.
+    write_dtypes(model, path)
+
+
+def write_dtypes(model: torch.nn.Module, path: Path) -> None:
+    """The trainer may train adapters in another dtype than peft creates them in (TRL casts the adapters of a
+    quantized model to bfloat16); `load` restores it so that the reloaded model computes exactly as the trained one."""
     dtypes = {name: _dtype_name(p) for name, p in model.named_parameters() if p.requires_grad}
     for name, layer, a in adapted_layers(model):  # effective A, B: what a reloaded plain LoRA holds
         dtypes[f"{_PEFT_PREFIX}{name}.lora_A.{a}.weight"] = _dtype_name(layer.lora_A[a].weight)

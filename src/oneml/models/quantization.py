@@ -47,12 +47,15 @@ def quantize_model(
     double_quant: bool = True,
     compute_dtype: torch.dtype | None = None,
     skip: tuple[str, ...] = (),
+    float_storage: bool = False,
 ) -> torch.nn.Module:
     """Replace every ``nn.Linear`` (except those whose short name is in ``skip``) by its quantized twin, in place.
 
     ``compute_dtype`` (4-bit only): the dtype inputs and dequantized weights are multiplied in; None = the
     weight's own dtype. ``double_quant`` (4-bit only): also quantize the per-block scales (QLoRA's double
-    quantization).
+    quantization). ``float_storage`` (4-bit only): keep the packed 4-bit bytes in a tensor of the compute dtype
+    instead of uint8 (the same bytes, so the same numbers): FSDP shards a floating parameter like any other, while a
+    uint8 one it must keep whole on every process (QLoRA under FSDP, as ``bnb_4bit_quant_storage`` does).
     """
     build = _BUILDERS[mode]
     for parent_name, parent in list(model.named_modules()):
@@ -63,15 +66,19 @@ def quantize_model(
                     "quantization does not handle; use quantize: none for this model"
                 )
             if type(child) is torch.nn.Linear and name not in skip:
-                setattr(parent, name, build(child, mode, double_quant, compute_dtype or child.weight.dtype))
+                compute = compute_dtype or child.weight.dtype
+                setattr(parent, name, build(child, mode, double_quant, compute, compute if float_storage else None))
     setattr(model, _FLAGS[mode], True)
     return model
 
 
-def _linear4bit(linear: torch.nn.Linear, mode: str, double_quant: bool, compute_dtype: torch.dtype) -> Any:
+def _linear4bit(
+    linear: torch.nn.Linear, mode: str, double_quant: bool, compute_dtype: torch.dtype, storage: torch.dtype | None
+) -> Any:
     import bitsandbytes as bnb
 
     weight = linear.weight
+    storage = storage or torch.uint8
     layer = bnb.nn.Linear4bit(
         linear.in_features,
         linear.out_features,
@@ -79,10 +86,18 @@ def _linear4bit(linear: torch.nn.Linear, mode: str, double_quant: bool, compute_
         compute_dtype=compute_dtype,
         compress_statistics=double_quant,
         quant_type=mode,
+        quant_storage=storage,
         device="meta",
     )
+    # module=layer: the layer keeps the quantization state too, so it can restore it on a weight that FSDP has
+    # turned into a plain tensor (bitsandbytes' fix_4bit_weight_quant_state_from_module), as Linear4bit's own does.
     packed = bnb.nn.Params4bit(
-        weight.data.detach().clone(), requires_grad=False, compress_statistics=double_quant, quant_type=mode
+        weight.data.detach().clone(),
+        requires_grad=False,
+        compress_statistics=double_quant,
+        quant_type=mode,
+        quant_storage=storage,
+        module=layer,
     )
     layer.weight = packed.to(weight.device)  # quantizes
     if linear.bias is not None:
@@ -95,7 +110,9 @@ def _linear4bit(linear: torch.nn.Linear, mode: str, double_quant: bool, compute_
     return layer
 
 
-def _linear8bit(linear: torch.nn.Linear, mode: str, double_quant: bool, compute_dtype: torch.dtype) -> Any:
+def _linear8bit(
+    linear: torch.nn.Linear, mode: str, double_quant: bool, compute_dtype: torch.dtype, storage: torch.dtype | None
+) -> Any:
     import bitsandbytes as bnb
 
     weight = linear.weight
@@ -115,7 +132,7 @@ def _linear8bit(linear: torch.nn.Linear, mode: str, double_quant: bool, compute_
     return layer
 
 
-_BUILDERS: dict[str, Callable[[torch.nn.Linear, str, bool, torch.dtype], Any]] = {
+_BUILDERS: dict[str, Callable[[torch.nn.Linear, str, bool, torch.dtype, torch.dtype | None], Any]] = {
     "nf4": _linear4bit,
     "fp4": _linear4bit,
     "int8": _linear8bit,

@@ -173,6 +173,7 @@ def train(
     progress = progress and world.is_main
     device = resolve_device(config.train.device)
     strategies.check(config, device)
+    strategies.prepare(config, device)
     root = _prepare_root(config.tracking.root)
     setup = _setup(config, device, console)  # user errors surface here, before the store is touched
     uri = resolve_tracking_uri(config.tracking.uri, root)
@@ -297,6 +298,7 @@ def _setup(config: RunConfig, device: str, console) -> _Setup:
         device=device,
         gradient_checkpointing=t.gradient_checkpointing,
         diagnostics_every=t.diagnostics_every,
+        sharded=config.distributed.world_size > 1 and config.distributed.strategy == "fsdp",
         log_metrics=sink.log_metrics,
         log_json=sink.log_json,
     )
@@ -479,7 +481,9 @@ def _write_outputs(config, setup: _Setup, trainer, staging: Path, metrics: dict[
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (staging / "data_stats.json").write_text(json.dumps(setup.data.stats, indent=2, sort_keys=True))
     if config.train.save_adapter:
-        if not worlds.collective_save(config, trainer, staging / "model"):
+        if worlds.collective_save(config, trainer, staging / "model"):
+            config.method.save_metadata(trainer.model, staging / "model")
+        else:
             config.method.save(trainer.model, staging / "model")
         setup.tokenizer.save_pretrained(staging / "model")
 
