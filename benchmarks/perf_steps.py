@@ -62,9 +62,9 @@ class StepClock(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.ends.append(time.perf_counter())
-        # oneml's packed collator counts real tokens itself (its rows have no attention mask to count them by)
-        real = getattr(getattr(kwargs.get("train_dataloader"), "collate_fn", None), "real_tokens", None)
-        self.tokens.append(int(real if real is not None else state.num_input_tokens_seen or 0))
+        # Real tokens on both sides: padding excluded by attention mask (baseline), packed rows' tails excluded by
+        # the count oneml's packed collator passes on (data/packing.py: count_real_tokens).
+        self.tokens.append(int(state.num_input_tokens_seen or 0))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:

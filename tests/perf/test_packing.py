@@ -11,7 +11,7 @@ from peft import LoraConfig, PrefixTuningConfig, get_peft_model
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from oneml.config import ModelConfig
-from oneml.data.packing import PackedCollator, pack, packing_problem
+from oneml.data.packing import REAL_TOKENS, PackedCollator, pack, packing_problem
 from oneml.models import load_model_and_tokenizer
 from oneml.objectives.chunked import install_chunked_head
 
@@ -51,13 +51,13 @@ def test_packed_batch_has_the_padded_loss_and_gradients(lora_model, chunked):
     collator = PackedCollator(pad_token_id=0)
     packed = collator(examples())
     # lengths 11, 5, 6 -> rows [11] and [6 | 5]: as wide as the longest example, no padding, no attention mask
-    assert packed["input_ids"].shape == (2, 11) and set(packed) == {"input_ids", "labels", "position_ids"}
+    assert packed["input_ids"].shape == (2, 11) and set(packed) == {"input_ids", "labels", "position_ids", REAL_TOKENS}
     assert packed["position_ids"].tolist() == [list(range(11)), list(range(6)) + list(range(5))]
-    assert collator.real_tokens == 22
-    # with a row tail: lengths 11, 8 -> [11], [8 + a 3-token pad segment without labels]
+    assert packed.pop(REAL_TOKENS) == 22
+    # with a row tail: lengths 11, 8 -> [11], [8 + a 3-token pad segment without labels], 19 real tokens of 22
     tail = collator(examples()[:1] + [{"input_ids": list(range(3, 11)), "labels": list(range(3, 11))}])
     assert tail["position_ids"][1].tolist() == list(range(8)) + [0, 1, 2]
-    assert (tail["labels"][1, 8:] == -100).all()
+    assert (tail["labels"][1, 8:] == -100).all() and tail[REAL_TOKENS] == 19 < tail["input_ids"].numel()
     loss_padded, grads_padded = loss_and_grads(model, padded, fused=chunked)
     loss_packed, grads_packed = loss_and_grads(model, packed, fused=chunked)
     torch.testing.assert_close(loss_packed, loss_padded, **TOL)
@@ -85,3 +85,24 @@ def test_prompt_learning_is_not_packed():
     base = load_model_and_tokenizer(ModelConfig(name="tiny-llama"))[0]
     model = get_peft_model(base, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
     assert "prefix_tuning" in packing_problem(model)
+
+
+def test_train_tokens_count_the_examples_tokens_packed_or_padded(tmp_path):
+    """One epoch: train_tokens is the examples' token count, not the packed rows' (their tails are pad) nor the
+    padded batches'."""
+    import math
+
+    from oneml import load_run_config, train
+    from oneml.models import load_model_and_tokenizer
+
+    base = ["model.name=tiny-llama", "data.dataset=alpaca-demo", "data.max_samples=24", "data.eval_size=8"]
+    base += ["data.max_length=256", "train.batch_size=4", "train.eval_before=false", f"tracking.root={tmp_path}"]
+    cfg = load_run_config(None, base)
+    train_set = cfg.objective.prepare(cfg.data, load_model_and_tokenizer(cfg.model)[1]).train
+    expected = sum(len(ids) for ids in train_set["input_ids"])
+    epoch = [f"train.max_steps={math.ceil(len(train_set) / 4)}"]
+
+    packed = train(load_run_config(None, [*base, *epoch, "data.packing=true"]), progress=False)
+    padded = train(load_run_config(None, [*base, *epoch, "data.packing=false"]), progress=False)
+    assert packed.config.run_id != padded.config.run_id
+    assert packed.metrics["train_tokens"] == padded.metrics["train_tokens"] == expected

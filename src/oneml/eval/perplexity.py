@@ -28,7 +28,10 @@ def evaluate_tokens(trainer, prefix: str = "eval") -> dict[str, float]:
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64)  # -sum log p, correct top-1, label tokens
     start = time.perf_counter()
+    from oneml.data.packing import REAL_TOKENS
+
     for batch in trainer.get_eval_dataloader():
+        batch.pop(REAL_TOKENS, None)  # a packed batch's token count, not a model input
         batch = trainer._prepare_inputs(batch)
         out = model(**batch, fused_lm_head=True)  # log_probs, is_top1, label_mask: (B, T-1)
         rows = torch.stack([-out.log_probs.double().sum(-1), out.is_top1.double().sum(-1)], dim=-1)

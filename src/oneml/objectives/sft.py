@@ -47,7 +47,8 @@ class SFTObjective(ObjectiveConfig):
 
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             collator = PackedCollator(pad)
-            # Packed rows carry no attention mask; "non_padding" would then drop real tokens equal to the pad id.
+            # Packed rows carry no attention mask, so transformers cannot tell their pad tails from real tokens;
+            # count_real_tokens counts the examples' tokens instead.
             args = {**args, "include_num_input_tokens_seen": "all"}
         sft_args = SFTConfig(
             **args,
@@ -65,6 +66,10 @@ class SFTObjective(ObjectiveConfig):
             optimizers=optimizers,
             data_collator=collator,
         )
+        if speed.packing:
+            from oneml.data.packing import count_real_tokens
+
+            count_real_tokens(trainer)
         if speed.chunked_loss:
             from oneml.objectives.chunked import install_chunked_head
 
