@@ -387,7 +387,10 @@ def _study_run(spec_path: Path, executor: str | None, quiet: bool, **given) -> N
     spec = load_study(spec_path)
     given["resources"] = _resources(given["resources"]) if given.get("resources") else None
     options = ExecutorOptions.of(spec.executor, **given)
-    result = run_study(spec, executor, options, console=err, progress=not quiet)
+    from oneml.train.guard import interruptible
+
+    with interruptible():  # SIGTERM stops the trials in flight (recorded KILLED); running again resumes
+        result = run_study(spec, executor, options, console=err, progress=not quiet)
     _status_table(spec)
     out.print(f"steps trained this time: {result.steps_trained}")
 

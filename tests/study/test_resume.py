@@ -112,3 +112,47 @@ def test_plain_runs_do_not_checkpoint():
     from oneml.config import TrainConfig
 
     assert TrainConfig().save_steps is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_to_the_driver_stops_its_trials_and_a_rerun_finishes_them(tmp_path, workers):
+    """A scheduler's SIGTERM reaches only the driver: it stops the trials in flight (in-process, or its worker
+    processes), which are recorded KILLED with their checkpoints kept, and exits 143 leaving no process behind."""
+    changes = dict(tracks={"main": {"grid": {"train.learning_rate": [1.0e-3, 1.0e-2]}}}, seeds=[0])
+    changes |= dict(budget={"max_steps": 40}, save_steps=2)
+    path = write_study(tmp_path, **changes)
+    spec = load_study(path)
+    trials = expand(spec)
+    runs = tmp_path / "root" / "runs"
+    cmd = [sys.executable, "-m", "oneml", "study", "run", str(path), "--quiet", "--workers", str(workers)]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(runs.glob(".*.ckpt/checkpoint-*")):
+        time.sleep(0.05)
+    assert driver.poll() is None, "the study ended before a trial was checkpointed"
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=200) == 128 + signal.SIGTERM, driver.stderr.read()[-2000:]
+    with pytest.raises(ProcessLookupError):  # no trial process outlives the driver
+        os.killpg(driver.pid, 0)
+    client = MlflowClient(resolve_tracking_uri(None, tmp_path / "root"))
+    records = client.search_runs(["1"])
+    parent = [r for r in records if r.data.tags.get("oneml.study_parent") == "true"]
+    assert [(r.info.status, r.data.tags["oneml.study.interrupted"]) for r in parent] == [
+        ("KILLED", "interrupted by SIGTERM")
+    ]
+    statuses = [r.info.status for r in records if r not in parent]
+    assert "KILLED" in statuses and "RUNNING" not in statuses
+    assert not all((runs / t.run_id).is_dir() for t in trials)
+
+    result = run_study(spec, progress=False)
+    assert set(result.states.values()) == {"finished"}
+    (parent,) = [r for r in client.search_runs(["1"]) if r.data.tags.get("oneml.study_parent") == "true"]
+    assert parent.info.status == "FINISHED" and "oneml.study.interrupted" not in parent.data.tags
+    assert result.steps_trained < len(trials) * 40  # the interrupted runs resumed from their checkpoints
+    reference = load_study(write_study(tmp_path / "ref", **changes))
+    run_study(reference, progress=False)
+    for t in trials:
+        got = json.loads((runs / t.run_id / "metrics.json").read_text())["eval_loss"]
+        ref = json.loads((tmp_path / "ref" / "root" / "runs" / t.run_id / "metrics.json").read_text())["eval_loss"]
+        assert got == pytest.approx(ref, abs=1e-5), t.label

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -59,11 +61,48 @@ def run_local(jobs: list[Job], options: ExecutorOptions, started: Started, done:
             started(job)
             done(job, run_trial(job.config, job.stop_at))
         return
+    workers = _Workers()
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
         slots = iter(range(10**9))
-        futures = {pool.submit(_in_process, job, options, next(slots), started): job for job in jobs}
-        for future in as_completed(futures):
-            done(futures[future], future.result())
+        futures = {pool.submit(_in_process, job, options, next(slots), started, workers): job for job in jobs}
+        try:
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+        except BaseException:  # SIGTERM (Interrupted) or Ctrl-C reached the driver: no trial may outlive it
+            for future in futures:
+                future.cancel()
+            workers.stop()
+            raise
+
+
+class _Workers:
+    """The trial processes in flight. `stop` sends each SIGTERM (its run is recorded KILLED and keeps its
+    checkpoints, so the study resumes), waits for them, and lets no new one start."""
+
+    GRACE_SECONDS = 120
+
+    def __init__(self) -> None:
+        self.lock, self.stopping, self.live = threading.Lock(), False, set()
+
+    def start(self, cmd: list[str], env: dict[str, str]) -> subprocess.Popen | None:
+        with self.lock:
+            if self.stopping:
+                return None
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.live.add(proc)
+            return proc
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            procs = [p for p in self.live if p.poll() is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=self.GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def _worker_env(options: ExecutorOptions, slot: int) -> dict[str, str]:
@@ -81,18 +120,21 @@ def _worker_env(options: ExecutorOptions, slot: int) -> dict[str, str]:
     return env
 
 
-def _in_process(job: Job, options: ExecutorOptions, slot: int, started: Started) -> dict[str, Any]:
+def _in_process(job: Job, options: ExecutorOptions, slot: int, started: Started, workers: _Workers) -> dict[str, Any]:
     """Run one trial in a fresh worker process (the hidden `oneml study _trial` command)."""
     started(job)
     with tempfile.TemporaryDirectory(prefix="oneml-trial-") as tmp:
         spec, result = Path(tmp) / "job.json", Path(tmp) / "outcome.json"
         spec.write_text(json.dumps({"config": job.config, "stop_at": job.stop_at}))
         cmd = [sys.executable, "-m", "oneml", "study", "_trial", str(spec), str(result)]
-        proc = subprocess.run(cmd, env=_worker_env(options, slot), capture_output=True, text=True)
+        proc = workers.start(cmd, _worker_env(options, slot))
+        if proc is None:
+            return Outcome(_run_id(job), "failed", reason="not started: the study was interrupted").to_dict()
+        _, stderr = proc.communicate()
         if result.is_file():
             return json.loads(result.read_text())
     # The process died before writing its outcome (killed, out of memory, a crash in native code).
-    tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1][:500]
+    tail = (stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1][:500]
     run_id = _run_id(job)
     return Outcome(run_id, "failed", reason=f"worker process exited with code {proc.returncode}: {tail}").to_dict()
 
@@ -119,14 +161,20 @@ def run_ray(jobs: list[Job], options: ExecutorOptions, started: Started, done: D
     for job in jobs:
         started(job)
         pending[task.remote(job.config, job.stop_at, options.gpu_fraction)] = job
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        job = pending.pop(ready[0])
-        try:
-            outcome = ray.get(ready[0])
-        except Exception as err:  # the worker died (OOM kill, node lost): that trial failed, not the study
-            outcome = Outcome(_run_id(job), "failed", reason=f"ray task failed: {str(err).splitlines()[0]}").to_dict()
-        done(job, outcome)
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(ready[0])
+            try:
+                outcome = ray.get(ready[0])
+            except Exception as err:  # the worker died (OOM kill, node lost): that trial failed, not the study
+                reason = f"ray task failed: {str(err).splitlines()[0]}"
+                outcome = Outcome(_run_id(job), "failed", reason=reason).to_dict()
+            done(job, outcome)
+    except BaseException:  # the driver was interrupted: Ray interrupts each running trial (recorded KILLED)
+        for ref in pending:
+            ray.cancel(ref)
+        raise
 
 
 def _ray_trial(config: dict[str, Any], stop_at: int | None, gpu_fraction: float | None) -> dict[str, Any]:

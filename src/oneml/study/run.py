@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from oneml.errors import Interrupted
 from oneml.study.executors import EXECUTORS, ExecutorOptions
 from oneml.study.expand import Trial, expand
 from oneml.study.halving import run_halving
@@ -53,6 +54,8 @@ class _Tracker:
         if found:
             self.recorder.run_id = found[0].info.run_id
             self.client.update_run(self.recorder.run_id, status="RUNNING")
+            if "oneml.study.interrupted" in found[0].data.tags:  # running again: no longer interrupted
+                self.client.delete_tag(self.recorder.run_id, "oneml.study.interrupted")
         else:
             tags = {"oneml.study": spec.name, "oneml.study_parent": "true"}
             self.recorder.start(spec.name, tags=tags)
@@ -82,6 +85,11 @@ class _Tracker:
             self.client.set_tag(run_id, "oneml.pruned", "true")
             self.client.set_tag(run_id, "oneml.pruned_reason", reason)
             self.client.set_terminated(run_id, "KILLED")
+
+    def interrupted(self, reason: str) -> None:
+        """The driver was stopped (SIGTERM, Ctrl-C): the study's record ends KILLED until it is run again."""
+        self.recorder.set_tags({"oneml.study.interrupted": reason})
+        self.client.set_terminated(self.parent_id, "KILLED")
 
     def close(self, states: dict[str, str]) -> None:
         counts = Counter(states.values())
@@ -133,11 +141,15 @@ def run_study(
         view.finished(trial.label, "pruned")
 
     history: list[list[str]] = []
-    with view:
-        if spec.halving:
-            history = run_halving(trials, spec.halving, execute, prune)
-        else:
-            execute([(t, None) for t in trials if state(t) not in ("finished", "pruned")])
+    try:
+        with view:
+            if spec.halving:
+                history = run_halving(trials, spec.halving, execute, prune)
+            else:
+                execute([(t, None) for t in trials if state(t) not in ("finished", "pruned")])
+    except (KeyboardInterrupt, Interrupted) as err:  # the executor has stopped the trials in flight
+        tracker.interrupted(str(err) or "interrupted (Ctrl-C)")
+        raise
     states = {t.run_id: state(t) for t in trials}
     evaluated = {}
     if spec.eval:
