@@ -114,18 +114,22 @@ def test_plain_runs_do_not_checkpoint():
     assert TrainConfig().save_steps is None
 
 
+STEPS = 120
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [1, 2])
-def test_sigterm_to_the_driver_stops_its_trials_and_a_rerun_finishes_them(tmp_path, workers):
-    """A scheduler's SIGTERM reaches only the driver: it stops the trials in flight (in-process, or its worker
-    processes), which are recorded KILLED with their checkpoints kept, and exits 143 leaving no process behind."""
+@pytest.mark.parametrize("executor", [["--workers", "1"], ["--workers", "2"], ["--executor", "ray"]])
+def test_sigterm_to_the_driver_stops_its_trials_and_a_rerun_finishes_them(tmp_path, executor):
+    """A scheduler's SIGTERM reaches only the driver: it stops the trials in flight (in-process, its worker
+    processes, or its Ray tasks), which are recorded KILLED with their checkpoints kept, and exits 143 leaving no
+    process behind."""
     changes = dict(tracks={"main": {"grid": {"train.learning_rate": [1.0e-3, 1.0e-2]}}}, seeds=[0])
-    changes |= dict(budget={"max_steps": 40}, save_steps=2)
+    changes |= dict(budget={"max_steps": STEPS}, save_steps=2)
     path = write_study(tmp_path, **changes)
     spec = load_study(path)
     trials = expand(spec)
     runs = tmp_path / "root" / "runs"
-    cmd = [sys.executable, "-m", "oneml", "study", "run", str(path), "--quiet", "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "oneml", "study", "run", str(path), "--quiet", *executor]
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and not list(runs.glob(".*.ckpt/checkpoint-*")):
@@ -149,7 +153,7 @@ def test_sigterm_to_the_driver_stops_its_trials_and_a_rerun_finishes_them(tmp_pa
     assert set(result.states.values()) == {"finished"}
     (parent,) = [r for r in client.search_runs(["1"]) if r.data.tags.get("oneml.study_parent") == "true"]
     assert parent.info.status == "FINISHED" and "oneml.study.interrupted" not in parent.data.tags
-    assert result.steps_trained < len(trials) * 40  # the interrupted runs resumed from their checkpoints
+    assert result.steps_trained < len(trials) * STEPS  # the interrupted runs resumed from their checkpoints
     reference = load_study(write_study(tmp_path / "ref", **changes))
     run_study(reference, progress=False)
     for t in trials:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from oneml.errors import OnemlError
+from oneml.errors import Interrupted, OnemlError
 from oneml.registry import Registry
 from oneml.study.trial import GPU_FRACTION_ENV, Job, Outcome, run_trial
 
@@ -161,9 +161,18 @@ def run_ray(jobs: list[Job], options: ExecutorOptions, started: Started, done: D
     for job in jobs:
         started(job)
         pending[task.remote(job.config, job.stop_at, options.gpu_fraction)] = job
+    # SIGTERM is noted and acted on between waits: ray.init's own handler would abort the driver (the study left
+    # RUNNING), and an exception raised inside ray.wait's native code comes out as a SystemError.
+    terms: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: terms.append(signum)) if main else None
     try:
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            if terms:
+                raise Interrupted(terms[0])
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            if not ready:
+                continue
             job = pending.pop(ready[0])
             try:
                 outcome = ray.get(ready[0])
@@ -174,7 +183,11 @@ def run_ray(jobs: list[Job], options: ExecutorOptions, started: Started, done: D
     except BaseException:  # the driver was interrupted: Ray interrupts each running trial (recorded KILLED)
         for ref in pending:
             ray.cancel(ref)
+        ray.wait(list(pending), num_returns=len(pending), timeout=_Workers.GRACE_SECONDS)
         raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _ray_trial(config: dict[str, Any], stop_at: int | None, gpu_fraction: float | None) -> dict[str, Any]:
