@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from oneml.cli_study import study_app
 from oneml.errors import Interrupted, OnemlError
 
 app = typer.Typer(
@@ -375,133 +376,7 @@ def ui_cmd(
     raise typer.Exit(subprocess.call(cmd))
 
 
-study_app = typer.Typer(help="Studies: many runs from one spec, resumable, parallel.", no_args_is_help=True)
 app.add_typer(study_app, name="study")
-
-
-def _study_run(spec_path: Path, executor: str | None, quiet: bool, **given) -> None:
-    from oneml.study import load_study
-    from oneml.study.executors import ExecutorOptions
-    from oneml.study.run import run_study
-
-    spec = load_study(spec_path)
-    given["resources"] = _resources(given["resources"]) if given.get("resources") else None
-    options = ExecutorOptions.of(spec.executor, **given)
-    from oneml.train.guard import interruptible
-
-    with interruptible():  # SIGTERM stops the trials in flight (recorded KILLED); running again resumes
-        result = run_study(spec, executor, options, console=err, progress=not quiet)
-    _status_table(spec)
-    out.print(f"steps trained this time: {result.steps_trained}")
-
-
-@study_app.command("run")
-def study_run_cmd(
-    spec: Path = typer.Argument(..., help="Study YAML."),
-    executor: str | None = typer.Option(None, "--executor", help="local (default) or ray."),
-    workers: int | None = typer.Option(None, "--workers", min=1, help="Trials at once."),
-    gpu_fraction: float | None = typer.Option(None, "--gpu-fraction", min=0.01, max=1.0, help="GPU share per trial."),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: local)."),
-    cpus: float | None = typer.Option(None, "--cpus-per-trial", min=0.01, help="ray: CPUs each trial reserves."),
-    resource: list[str] = typer.Option(
-        None, "--resource", help="ray: a custom resource each trial reserves, NAME=AMOUNT (repeatable)."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
-):
-    """Run every trial of a study; finished runs are skipped, interrupted ones resume."""
-    given = dict(workers=workers, gpu_fraction=gpu_fraction, ray_address=ray_address, cpus=cpus, resources=resource)
-    _study_run(spec, executor, quiet, **given)
-
-
-def _resources(items: list[str]) -> dict[str, float]:
-    out = {}
-    for item in items:
-        name, _, amount = item.partition("=")
-        try:
-            out[name.strip()] = float(amount)
-        except ValueError:
-            raise OnemlError(f"--resource {item!r}: expected NAME=AMOUNT, e.g. --resource big_memory=1") from None
-        if not name.strip() or out[name.strip()] <= 0:
-            raise OnemlError(f"--resource {item!r}: expected NAME=AMOUNT with a positive amount")
-    return out
-
-
-# resume takes exactly run's options: a rerun skips finished and pruned runs and continues the rest.
-study_app.command("resume", help="Same as run: finished and pruned runs are skipped, the rest continue.")(study_run_cmd)
-
-
-def _status_table(spec) -> None:
-    from collections import Counter
-
-    from oneml.study.run import study_status
-
-    rows = study_status(spec)
-    table = Table(title=f"study {spec.name}")
-    for col in ("track", "grid", "seed", "run id", "state", "steps", "reason"):
-        table.add_column(col)
-    for r in rows:
-        grid = ", ".join(f"{k}={v}" for k, v in r["grid"].items())
-        cells = (r["track"], grid, str(r["seed"]), r["run_id"], r["state"], str(r["steps"]), r["reason"])
-        table.add_row(*(escape(c) for c in cells))
-    out.print(table)
-    counts = Counter(r["state"] for r in rows)
-    out.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-
-
-@study_app.command("status")
-def study_status_cmd(spec: Path = typer.Argument(..., help="Study YAML.")):
-    """Each trial's state: finished, running, paused, failed (with the reason), pruned or pending."""
-    from oneml.study import load_study
-
-    _status_table(load_study(spec))
-
-
-@study_app.command("export-argo")
-def study_export_argo_cmd(
-    spec: Path = typer.Argument(..., help="Study YAML."),
-    output: Path = typer.Option(Path("workflow.yaml"), "--output", "-o", help="Manifest file to write."),
-    image: str = typer.Option(..., "--image", help="Container image with oneml installed."),
-    tracking_uri: str = typer.Option(..., "--tracking-uri", help="MLflow server the pods reach (http://...)."),
-    artifact_location: str | None = typer.Option(None, "--artifact-location", help="e.g. s3://bucket/oneml."),
-    s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="MLFLOW_S3_ENDPOINT_URL (MinIO, ...)."),
-    s3_secret: str | None = typer.Option(
-        None, "--s3-secret", help="Kubernetes Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
-    ),
-    cpu: str = typer.Option("4", "--cpu", help="CPU request per pod."),
-    memory: str = typer.Option("16Gi", "--memory", help="Memory request and limit per pod."),
-    gpus: int = typer.Option(0, "--gpus", min=0, help="nvidia.com/gpu per pod."),
-    parallelism: int | None = typer.Option(None, "--parallelism", min=1, help="Pods at once (default: workers)."),
-    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Kubernetes namespace."),
-    service_account: str | None = typer.Option(None, "--service-account", help="Service account of the pods."),
-):
-    """Write an Argo Workflows manifest of the study: one pod per run, each running `oneml train`."""
-    from oneml.distributed.argo import ArgoOptions, to_yaml, workflow
-    from oneml.study import load_study
-
-    study = load_study(spec)
-    options = ArgoOptions(
-        image, tracking_uri, artifact_location, s3_endpoint, s3_secret, cpu, memory, gpus, parallelism, namespace,
-        service_account,
-    )  # fmt: skip
-    manifest = workflow(study, options)
-    try:
-        output.write_text(to_yaml(manifest, study.name))
-    except OSError as exc:
-        raise OnemlError(f"--output: cannot write {output}: {exc.strerror or exc}") from None
-    runs = len(manifest["spec"]["templates"]) - 1
-    out.print(f"{output}: {runs} runs; submit with: argo submit {output} --watch", markup=False, highlight=False)
-
-
-@study_app.command("_trial", hidden=True)
-def study_trial_cmd(job: Path, outcome: Path):
-    """One trial in a worker process: reads a job JSON, writes the outcome JSON."""
-    import json
-
-    from oneml.study.trial import run_trial
-    from oneml.train.checkpoints import write_json
-
-    spec = json.loads(job.read_text())
-    write_json(outcome, run_trial(spec["config"], spec["stop_at"]))
 
 
 def main(argv: list[str] | None = None) -> None:

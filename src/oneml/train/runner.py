@@ -23,6 +23,7 @@ from oneml.distributed import strategies
 from oneml.distributed import world as worlds
 from oneml.errors import Interrupted, OnemlError
 from oneml.paths import confined
+from oneml.train.arguments import progress_bar, switches, trainer_args
 from oneml.train.checkpoints import (
     StopAt,
     checkpoint_dir,
@@ -79,57 +80,6 @@ def _prepare_root(root: str) -> Path:
 def _run_name(config: RunConfig) -> str:
     model = Path(config.model.name).name if "/" in config.model.name else config.model.name
     return config.tracking.run_name or f"{config.method.name}-{model}-{config.run_id}"
-
-
-def _trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> dict[str, Any]:
-    import torch
-
-    t = config.train
-    # Two kept checkpoints: a kill during a save leaves the previous one complete.
-    saving = dict(save_strategy="steps", save_steps=t.save_steps, save_total_limit=2) if t.save_steps else {}
-    args = saving | dict(
-        output_dir=str(output_dir),
-        max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=round(t.warmup_ratio * t.max_steps),
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        eval_strategy="no",  # the objective's own evaluation runs instead (token-weighted, comparable)
-        include_num_input_tokens_seen="non_padding",
-        save_strategy="steps" if t.save_steps else "no",
-        seed=t.seed,
-        data_seed=t.seed,
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=device == "cpu",
-        bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16,
-        dataloader_num_workers=0,
-        # TRL turns checkpointing on by default (and bf16); both are set explicitly so our config decides.
-        activation_checkpointing=t.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False},
-        torch_compile=t.compile,
-        # Loss over the label tokens of the whole global batch, whatever the process count (strategies.py).
-        average_tokens_across_devices=True,
-    )
-    return args | strategies.trainer_args(config, device)
-
-
-def _switches(config: RunConfig, dtype, speed) -> dict[str, str]:
-    """Every speed switch, recorded so that comparisons between runs are honest (``speed``: what the objective
-    resolved for this model, with the reason for any requested switch left off)."""
-    return {
-        "oneml.switch.dtype": str(dtype).replace("torch.", ""),
-        "oneml.switch.gradient_checkpointing": str(config.train.gradient_checkpointing).lower(),
-        "oneml.switch.compile": str(config.train.compile).lower(),
-        "oneml.switch.kernels": "none",
-    } | speed.tags()
 
 
 def quiet_libraries() -> None:
@@ -334,7 +284,7 @@ def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
     tags |= {"oneml.world_size": str(d.world_size), "oneml.launcher": d.launcher, "oneml.strategy": d.strategy}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
     tags |= {f"hardware.{k}": v for k, v in hardware().items()} | process_tags()
-    return tags | _switches(config, setup.dtype, setup.speed) | dict(config.tracking.tags)
+    return tags | switches(config, setup.dtype, setup.speed) | dict(config.tracking.tags)
 
 
 def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progress, console, extra, ckpt) -> RunResult:
@@ -365,7 +315,7 @@ def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progr
     metrics: dict[str, float] = {}
     with console.status("scoring the reference"):
         evaluator.prepare()
-    with _progress(progress, console) as bar:
+    with progress_bar(progress, console) as bar:
         if config.train.eval_before:
             metrics |= _initial_eval(run_eval, ckpt, console)
         if bar is not None:
@@ -438,7 +388,7 @@ def _build_trainer(config, setup: _Setup, recorder, staging: Path, ckpt, extra):
         tokenizer=setup.tokenizer,
         train_dataset=setup.data.train,
         eval_dataset=setup.data.eval,
-        args=_trainer_args(config, resolve_device(config.train.device), setup.dtype, output_dir),
+        args=trainer_args(config, resolve_device(config.train.device), setup.dtype, output_dir),
         callbacks=callbacks,
         optimizers=(optimizer, None),
         ref_model=setup.reference,
@@ -495,38 +445,3 @@ def _publish(staging: Path, run_dir: Path) -> None:
         os.replace(run_dir, old)
     os.replace(staging, run_dir)
     shutil.rmtree(old, ignore_errors=True)
-
-
-class _progress:
-    """A rich Progress while training (or nothing when progress is off)."""
-
-    def __init__(self, enabled: bool, console):
-        self.enabled, self.console, self.bar = enabled, console, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-        )
-        self.bar.__enter__()
-        return self.bar
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)

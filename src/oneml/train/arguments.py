@@ -1,0 +1,96 @@
+"""What a run hands the engines: the Trainer's arguments from our config, the speed switches recorded with the
+run, and the progress bar while it trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from oneml.config import RunConfig
+from oneml.distributed import strategies
+
+
+def trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> dict[str, Any]:
+    import torch
+
+    t = config.train
+    # Two kept checkpoints: a kill during a save leaves the previous one complete.
+    saving = dict(save_strategy="steps", save_steps=t.save_steps, save_total_limit=2) if t.save_steps else {}
+    args = saving | dict(
+        output_dir=str(output_dir),
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=round(t.warmup_ratio * t.max_steps),
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        eval_strategy="no",  # the objective's own evaluation runs instead (token-weighted, comparable)
+        include_num_input_tokens_seen="non_padding",
+        save_strategy="steps" if t.save_steps else "no",
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        dataloader_num_workers=0,
+        # TRL turns checkpointing on by default (and bf16); both are set explicitly so our config decides.
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        torch_compile=t.compile,
+        # Loss over the label tokens of the whole global batch, whatever the process count (strategies.py).
+        average_tokens_across_devices=True,
+    )
+    return args | strategies.trainer_args(config, device)
+
+
+def switches(config: RunConfig, dtype, speed) -> dict[str, str]:
+    """Every speed switch, recorded so that comparisons between runs are honest (``speed``: what the objective
+    resolved for this model, with the reason for any requested switch left off)."""
+    return {
+        "oneml.switch.dtype": str(dtype).replace("torch.", ""),
+        "oneml.switch.gradient_checkpointing": str(config.train.gradient_checkpointing).lower(),
+        "oneml.switch.compile": str(config.train.compile).lower(),
+        "oneml.switch.kernels": "none",
+    } | speed.tags()
+
+
+class progress_bar:
+    """A rich Progress while training (or nothing when progress is off)."""
+
+    def __init__(self, enabled: bool, console):
+        self.enabled, self.console, self.bar = enabled, console, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.bar.__enter__()
+        return self.bar
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
