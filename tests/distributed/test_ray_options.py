@@ -51,7 +51,7 @@ def test_reservations_reach_ray_remote(monkeypatch):
     fake = types.SimpleNamespace(
         is_initialized=lambda: True,
         remote=remote,
-        wait=lambda refs, num_returns: (refs[:1], refs[1:]),
+        wait=lambda refs, num_returns, timeout=None: (refs[:1], refs[1:]),
         get=lambda ref: {"run_id": "r", "status": "finished", "metrics": {}, "reason": "", "steps_trained": 1},
     )
     monkeypatch.setitem(sys.modules, "ray", fake)
