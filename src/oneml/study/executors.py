@@ -183,7 +183,8 @@ def run_ray(jobs: list[Job], options: ExecutorOptions, started: Started, done: D
     except BaseException:  # the driver was interrupted: Ray interrupts each running trial (recorded KILLED)
         for ref in pending:
             ray.cancel(ref)
-        ray.wait(list(pending), num_returns=len(pending), timeout=_Workers.GRACE_SECONDS)
+        if pending:
+            ray.wait(list(pending), num_returns=len(pending), timeout=_Workers.GRACE_SECONDS)
         raise
     finally:
         if main:
