@@ -45,3 +45,18 @@ def oneml(*args: str, timeout: int = 600, **env_vars: str) -> subprocess.Complet
     env = dict(os.environ, OMP_NUM_THREADS="1") | env_vars
     cmd = [sys.executable, "-m", "oneml", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+TINY_STUDY = Path(__file__).resolve().parents[2] / "configs" / "studies" / "tiny.yaml"
+
+
+def write_study(folder: Path, name: str = "tiny", drop: tuple[str, ...] = (), **changes) -> Path:
+    """configs/studies/tiny.yaml named ``name``, its runs under ``folder/root``, without the top-level keys in
+    ``drop`` and with those in ``changes`` replaced."""
+    data = {k: v for k, v in yaml.safe_load(TINY_STUDY.read_text()).items() if k not in drop} | changes
+    data["name"] = name
+    data["base"]["tracking"] = {"root": str(folder / "root")}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

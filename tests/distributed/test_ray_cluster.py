@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from distkit import free_port, oneml
+from distkit import free_port, oneml, write_study
 
 from oneml.tracking import list_runs, resolve_tracking_uri
 
@@ -85,22 +84,8 @@ def cluster():
 
 
 def _study(folder: Path, name: str) -> Path:
-    data = {
-        "name": name,
-        "base": {
-            "model": {"name": "tiny-llama"},
-            "method": {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
-            "data": {"dataset": "alpaca-demo", "max_samples": 32, "eval_size": 8, "max_length": 96},
-            "train": {"batch_size": 4, "warmup_ratio": 0.0, "logging_steps": 1, "save_adapter": False},
-            "tracking": {"root": str(folder / "root")},
-        },
-        "seeds": [0, 1],
-        "budget": {"max_steps": 4},
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    """The tiny study with one config over two seeds: two trials (no grid; no checkpoints, as they are short)."""
+    return write_study(folder, name, drop=("tracks", "save_steps"))
 
 
 def _trial_hosts(folder: Path) -> list[str]:

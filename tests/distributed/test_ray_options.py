@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import sys
 import types
-from pathlib import Path
 
 import pytest
-import yaml
+from distkit import write_study
 
 from clikit import run_cli
 from oneml.study import load_study
 from oneml.study.executors import ExecutorOptions, run_ray
 from oneml.study.trial import Job
-
-TINY = Path(__file__).resolve().parents[2] / "configs" / "studies" / "tiny.yaml"
-
-
-def write_study(folder: Path, **changes) -> Path:
-    data = yaml.safe_load(TINY.read_text()) | changes
-    data["base"]["tracking"] = {"root": str(folder / "root")}
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_study_settings_then_command_line(tmp_path):

@@ -358,6 +358,34 @@ def test_unsupported_and_malformed_rows_are_not_scored(rows_by_key):
 
 # (instruction id, kwargs, response, expected): the cases of the reference's instructions_test.py for the
 # supported instructions, with its expected outcomes (extracted from that file, not edited).
+# The reference's four-question quiz; its cases cut and renumber it.
+MCQ_ARTS = (
+    "Question 1 (Easy - One Sentence)\nWhich of the following art movements emerged during the earl"
+    "y 20th century and is characterized by abstract, geometric forms and a rejection of traditiona"
+    "l perspective?\n\nA) Surrealism\nB) Cubism\nC) Impressionism\n"
+    "D) Pop Art\nE) Romanticism\n\nQuestion 2 (Medium - Two Sentences)\n"
+    "Which artist is most closely associated with the Surrealist movement, known for dreamlike imag"
+    "ery and iconic works like The Persistence of Memory? This movement explored themes of the unco"
+    "nscious mind and employed techniques such as automatism and juxtaposition.\n"
+    "\nA) Pablo Picasso\nB) Salvador Dalí\nC) Wassily Kandinsky\n"
+    "D) Andy Warhol\nE) Jackson Pollock\n\nQuestion 3 (Hard - Three Sentences)\n"
+    "The Bauhaus school, founded in 1919 in Weimar, Germany, played a pivotal role in shaping moder"
+    "n art, design, and architecture. Emphasizing functionality, the integration of technology, and"
+    " minimalist aesthetics, its influence extended far beyond its closure by the Nazi regime in 19"
+    "33. Who among the following was a director of the Bauhaus and contributed significantly to its"
+    " development?\n\nA) Walter Gropius\nB) Piet Mondrian\nC) Henri Matisse\n"
+    "D) Diego Rivera\nE) Georgia O'Keeffe\n\nQuestion 4 (Advanced - Four Sentences)\n"
+    "Abstract Expressionism, a post-World War II art movement centered in New York City, marked a s"
+    "hift in the global art scene from Europe to the United States. This movement is divided into t"
+    "wo main styles: Action Painting, characterized by dynamic brushwork and spontaneous applicatio"
+    "n of paint, and Color Field Painting, which emphasizes large areas of solid color. Which of th"
+    "e following artists is renowned for his contributions to Action Painting and is famous for his"
+    " drip-painting technique, as seen in works such as No. 5, 1948? This artist's innovative appro"
+    "ach redefined the canvas as an arena for physical engagement rather than mere representation."
+    "\n\nA) Jackson Pollock\nB) Mark Rothko\nC) Willem de Kooning\n"
+    "D) Claude Monet\nE) Marcel Duchamp"
+)
+
 REFERENCE_CASES = [
     (
         "sentence:alliteration_increment",
@@ -614,32 +642,7 @@ REFERENCE_CASES = [
     (
         "custom:mcq_count_length",
         {},
-        (
-            "Question 1 (Easy - One Sentence)\nWhich of the following art movements emerged during the earl"
-            "y 20th century and is characterized by abstract, geometric forms and a rejection of traditiona"
-            "l perspective?\n\nA) Surrealism\nB) Cubism\nC) Impressionism\n"
-            "D) Pop Art\nE) Romanticism\n\nQuestion 2 (Medium - Two Sentences)\n"
-            "Which artist is most closely associated with the Surrealist movement, known for dreamlike imag"
-            "ery and iconic works like The Persistence of Memory? This movement explored themes of the unco"
-            "nscious mind and employed techniques such as automatism and juxtaposition.\n"
-            "\nA) Pablo Picasso\nB) Salvador Dalí\nC) Wassily Kandinsky\n"
-            "D) Andy Warhol\nE) Jackson Pollock\n\nQuestion 3 (Hard - Three Sentences)\n"
-            "The Bauhaus school, founded in 1919 in Weimar, Germany, played a pivotal role in shaping moder"
-            "n art, design, and architecture. Emphasizing functionality, the integration of technology, and"
-            " minimalist aesthetics, its influence extended far beyond its closure by the Nazi regime in 19"
-            "33. Who among the following was a director of the Bauhaus and contributed significantly to its"
-            " development?\n\nA) Walter Gropius\nB) Piet Mondrian\nC) Henri Matisse\n"
-            "D) Diego Rivera\nE) Georgia O'Keeffe\n\nQuestion 4 (Advanced - Four Sentences)\n"
-            "Abstract Expressionism, a post-World War II art movement centered in New York City, marked a s"
-            "hift in the global art scene from Europe to the United States. This movement is divided into t"
-            "wo main styles: Action Painting, characterized by dynamic brushwork and spontaneous applicatio"
-            "n of paint, and Color Field Painting, which emphasizes large areas of solid color. Which of th"
-            "e following artists is renowned for his contributions to Action Painting and is famous for his"
-            " drip-painting technique, as seen in works such as No. 5, 1948? This artist's innovative appro"
-            "ach redefined the canvas as an arena for physical engagement rather than mere representation."
-            "\n\nA) Jackson Pollock\nB) Mark Rothko\nC) Willem de Kooning\n"
-            "D) Claude Monet\nE) Marcel Duchamp"
-        ),
+        MCQ_ARTS,
         True,
     ),
     (
@@ -674,23 +677,7 @@ REFERENCE_CASES = [
     (
         "custom:mcq_count_length",
         {},
-        (
-            "Question 1 (Easy - One Sentence)\nWhich of the following art movements emerged during the earl"
-            "y 20th century and is characterized by abstract, geometric forms and a rejection of traditiona"
-            "l perspective?\n\nA) Surrealism\nB) Cubism\nC) Impressionism\n"
-            "D) Pop Art\nE) Romanticism\n\nQuestion 2 (Medium - Two Sentences)\n"
-            "Which artist is most closely associated with the Surrealist movement, known for dreamlike imag"
-            "ery and iconic works like The Persistence of Memory? This movement explored themes of the unco"
-            "nscious mind and employed techniques such as automatism and juxtaposition.\n"
-            "\nA) Pablo Picasso\nB) Salvador Dalí\nC) Wassily Kandinsky\n"
-            "D) Andy Warhol\nE) Jackson Pollock\n\nQuestion 3 (Hard - Three Sentences)\n"
-            "The Bauhaus school, founded in 1919 in Weimar, Germany, played a pivotal role in shaping moder"
-            "n art, design, and architecture. Emphasizing functionality, the integration of technology, and"
-            " minimalist aesthetics, its influence extended far beyond its closure by the Nazi regime in 19"
-            "33. Who among the following was a director of the Bauhaus and contributed significantly to its"
-            " development?\n\nA) Walter Gropius\nB) Piet Mondrian\nC) Henri Matisse\n"
-            "D) Diego Rivera\nE) Georgia O'Keeffe\n\n"
-        ),
+        MCQ_ARTS[: MCQ_ARTS.index("Question 4")],  # three of the four questions
         False,
     ),
     (

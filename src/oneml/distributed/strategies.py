@@ -175,6 +175,11 @@ def check(config: RunConfig, device: str) -> None:
     STRATEGIES.get(d.strategy).check(config, device)
 
 
+def shards_parameters(config: RunConfig) -> bool:
+    """True where each process holds only a shard of the parameters, which FSDP converts as it loads them."""
+    return config.distributed.world_size > 1 and config.distributed.strategy == "fsdp"
+
+
 def prepare(config: RunConfig, device: str) -> None:
     """The strategy's set-up in this rank process (none for a single process)."""
     if config.distributed.world_size > 1:

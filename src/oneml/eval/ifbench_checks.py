@@ -653,6 +653,12 @@ def _csv_rows(text: str, delimiter: str = ",") -> list[list[str]] | None:
         return None
 
 
+def _has_header(response: str, names: tuple[str, ...], separator: str) -> bool:
+    """The first line is exactly these column names (each optionally quoted) joined by the ``separator`` regex."""
+    header = r"^" + separator.join(f'({name}|"{name}")' for name in names) + r"$"
+    return re.match(header, response.split("\n")[0].strip()) is not None
+
+
 @_register("custom:csv_city", None)
 def csv_city(response: str, kwargs: dict) -> bool:
     rows = _csv_rows(response)
@@ -667,9 +673,7 @@ def csv_city(response: str, kwargs: dict) -> bool:
 @_register("custom:csv_special_character", None)
 def csv_special_character(response: str, kwargs: dict) -> bool:
     """14 rows under the header; the first row with a quoted special-character field decides."""
-    names = ("ProductID", "Category", "Brand", "Price", "Stock")
-    header = r"^" + r",[ \t]*".join(f'({name}|"{name}")' for name in names) + r"$"
-    if not re.match(header, response.split("\n")[0].strip()):
+    if not _has_header(response, ("ProductID", "Category", "Brand", "Price", "Stock"), r",[ \t]*"):
         return False
     rows = _csv_rows(response.replace('"', '"""'))  # tripled quotes keep the quotes in the fields
     if rows is None or len(rows) != 15:
@@ -684,9 +688,7 @@ def csv_special_character(response: str, kwargs: dict) -> bool:
 
 @_register("custom:csv_quotes", None)
 def csv_quotes(response: str, kwargs: dict) -> bool:
-    names = ("StudentID", "Subject", "Grade", "Semester", "Score")
-    header = r"^" + r"\t *".join(f'({name}|"{name}")' for name in names) + r"$"
-    if not re.match(header, response.split("\n")[0].strip()):
+    if not _has_header(response, ("StudentID", "Subject", "Grade", "Semester", "Score"), r"\t *"):
         return False
     rows = _csv_rows(response.replace('"', '"""'), delimiter="\t")
     if rows is None or len(rows) != 4:

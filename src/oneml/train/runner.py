@@ -248,7 +248,7 @@ def _setup(config: RunConfig, device: str, console) -> _Setup:
         device=device,
         gradient_checkpointing=t.gradient_checkpointing,
         diagnostics_every=t.diagnostics_every,
-        sharded=config.distributed.world_size > 1 and config.distributed.strategy == "fsdp",
+        sharded=strategies.shards_parameters(config),
         log_metrics=sink.log_metrics,
         log_json=sink.log_json,
     )
