@@ -107,6 +107,9 @@ class StudyResults:
     excluded: list[RunData]
     """Runs that are not FINISHED: counted and listed, never in the statistics."""
     notes: list[str] = field(default_factory=list)
+    parent_tags: dict[str, str] = field(default_factory=dict)
+    """Tags of the study's parent run (settings the study recorded for its report, e.g. halving); empty when
+    there is none (an experiment, or a study recorded before parents existed)."""
 
     @property
     def runs(self) -> list[RunData]:
@@ -175,7 +178,8 @@ def load_experiment(name: str, uri: str, *, artifacts: bool = True) -> StudyResu
 
 
 def _assemble(client, name: str, source: str, uri: str, mlflow_runs: list[Any], artifacts: bool) -> StudyResults:
-    runs = [_run_data(r) for r in mlflow_runs if r.data.tags.get("oneml.study_parent", "").lower() != "true"]
+    parents = [r for r in mlflow_runs if r.data.tags.get("oneml.study_parent", "").lower() == "true"]
+    runs = [_run_data(r) for r in mlflow_runs if r not in parents]
     finished = [r for r in runs if r.analysed]
     excluded = [r for r in runs if not r.analysed]
     if not finished:
@@ -185,7 +189,8 @@ def _assemble(client, name: str, source: str, uri: str, mlflow_runs: list[Any], 
     kept = _newest_per_seed(finished, notes)
     for run in kept:
         _load_details(client, run, artifacts, notes)
-    return StudyResults(name, source, uri, _configurations(kept, source), excluded, notes)
+    parent_tags = dict(parents[0].data.tags) if parents else {}
+    return StudyResults(name, source, uri, _configurations(kept, source), excluded, notes, parent_tags)
 
 
 def _count(items) -> dict[str, int]:
