@@ -148,6 +148,8 @@ def test_early_grad_norm_logging_and_steps_to_threshold(tmp_path):
     assert steps == [1, 10, 20]  # the first step, then every 10 steps within the first 100
     (threshold,) = client.get_metric_history(result.mlflow_run_id, "steps_to_threshold")
     assert threshold.value == 1.0  # any loss is below 100: reached at the first logged step
+    (seconds,) = client.get_metric_history(result.mlflow_run_id, "seconds_to_threshold")
+    assert seconds.step == 1 and 0 < seconds.value <= result.metrics["train_wall_seconds"]
 
 
 def test_divergence_fails_the_run_at_its_step(tmp_path):

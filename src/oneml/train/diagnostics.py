@@ -5,10 +5,14 @@
 - Exploding gradients: a gradient norm (before clipping, the logged ``grad_norm``) above
   `train.max_grad_norm_stop` fails the run at that step, like a NaN/Inf loss or gradient does.
 - Steps to a loss threshold: the first logged step whose training loss is at or below
-  `train.loss_threshold` (the "fast convergence" metric of the decision guide).
+  `train.loss_threshold` (the "fast convergence" metric of the decision guide), and the wall seconds from the
+  start of training to that step (``seconds_to_threshold``; after a resume, from the resume, like
+  ``train_wall_seconds``). A run that never reaches it logs neither: analysis/survival.py censors it.
 """
 
 from __future__ import annotations
+
+import time
 
 from transformers import TrainerCallback
 
@@ -30,12 +34,19 @@ class StepsToThreshold(TrainerCallback):
         self.threshold = threshold
         self.log_metrics = log_metrics
         self.step: int | None = None
+        self._start: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = time.monotonic()  # monotonic: a clock adjustment mid-run must not change a duration
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
         if self.step is None and loss is not None and loss <= self.threshold:
             self.step = state.global_step
-            self.log_metrics({"steps_to_threshold": float(self.step)}, state.global_step)
+            metrics = {"steps_to_threshold": float(self.step)}
+            if self._start is not None:
+                metrics["seconds_to_threshold"] = time.monotonic() - self._start
+            self.log_metrics(metrics, state.global_step)
 
 
 def _all_finite(grads: list) -> bool:
