@@ -224,16 +224,19 @@ def _priorities() -> str:
     return ", ".join(PRIORITIES.names())
 
 
-def _analysis_options(metric: str, alpha: float, tolerance: float, weights: str | None, bootstrap: bool):
-    from oneml.analysis import DecisionOptions, parse_weights
+def _analysis_options(metric: str, alpha: float, margin: str | None, weights: str | None, bootstrap: bool):
+    from oneml.analysis import DecisionOptions, parse_margin, parse_weights
 
     interval = "bootstrap" if bootstrap else "t"
-    return DecisionOptions(metric, alpha, 0.95, tolerance, interval, parse_weights(weights))
+    chosen = parse_margin(margin, "--margin") if margin is not None else None
+    return DecisionOptions(metric, alpha, 0.95, chosen, interval, parse_weights(weights))
 
 
 METRIC_HELP = "Quality metric the decisions start from: eval_loss, eval_token_accuracy, bench/<name>, ..."
 WEIGHTS_HELP = "Starting-point weights: quality=2,memory=1,... or a YAML file (criteria: quality, stability, "
 WEIGHTS_HELP += "simplicity, convergence, memory, speed, preference)."
+MARGIN_HELP = "Equivalence margin: '1%' of the best mean, or metric units (0.02). Default: the study's, else 1%."
+ALPHA_HELP = "Chance of any wrong verdict per group, shared among all pairs of configurations."
 
 
 @app.command("report")
@@ -245,8 +248,8 @@ def report_cmd(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
     out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default: <root>/reports/<study>)."),
     metric: str = typer.Option("eval_loss", "--metric", help=METRIC_HELP),
-    alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.5, help="Significance level (Holm-corrected)."),
-    tolerance: float = typer.Option(0.02, "--tolerance", min=0, max=1, help="Relative quality tolerance."),
+    alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.5, help=ALPHA_HELP),
+    margin: str | None = typer.Option(None, "--margin", help=MARGIN_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     bootstrap: bool = typer.Option(False, "--bootstrap", help="Bootstrap confidence intervals instead of t."),
 ):
@@ -255,7 +258,7 @@ def report_cmd(
     from oneml.analysis.results import load_many
     from oneml.tracking import resolve_tracking_uri
 
-    options = _analysis_options(metric, alpha, tolerance, weights, bootstrap)
+    options = _analysis_options(metric, alpha, margin, weights, bootstrap)
     results = load_many(list(studies or []) + list(compare), list(experiment), resolve_tracking_uri(tracking_uri, root))
     folder = out_dir or default_out(root, [s.name for s in results])
     files = write_report(results, folder, options)
@@ -271,8 +274,8 @@ def recommend_cmd(
     root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
     metric: str = typer.Option("eval_loss", "--metric", help=METRIC_HELP),
-    alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.5, help="Significance level (Holm-corrected)."),
-    tolerance: float = typer.Option(0.02, "--tolerance", min=0, max=1, help="Relative quality tolerance."),
+    alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.5, help=ALPHA_HELP),
+    margin: str | None = typer.Option(None, "--margin", help=MARGIN_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
 ):
     """Print the recommended configuration for one priority, and why."""
@@ -283,15 +286,22 @@ def recommend_cmd(
     from oneml.tracking import resolve_tracking_uri
 
     PRIORITIES.entry(priority)  # an unknown priority fails before the store is read
-    options = _analysis_options(metric, alpha, tolerance, weights, False)
+    options = _analysis_options(metric, alpha, margin, weights, False)
     uri = resolve_tracking_uri(tracking_uri, root)
     results = load_many([study] if study else [], [experiment] if experiment else [], uri)[0]
     for a in analyse_study(results, options):
         r = recommend(a, priority)
-        body = f"[bold]{escape(r.choice or 'no recommendation')}[/]\n{escape(r.numbers)}\n\n"
-        body += f"[dim]why:[/] {escape(r.evidence)}\n[dim]rule:[/] {escape(r.rule)}"
+        body = f"[bold]{escape(r.winner)}[/]" if r.winner else escape(_no_winner(r))
+        body += f"\n{escape(r.numbers)}\n\n[dim]verdict:[/] {r.verdict}"
+        body += f"\n[dim]why:[/] {escape(r.evidence)}\n[dim]rule:[/] {escape(r.rule)}"
         title = f"{r.title} · {results.name} · {' · '.join(a.group)}"
         out.print(Panel(body, title=escape(title), title_align="left", expand=False))
+
+
+def _no_winner(r) -> str:
+    if r.verdict == "inconclusive":
+        return f"no winner yet: {' / '.join(r.candidates)} cannot be separated"
+    return "no recommendation"
 
 
 @app.command("eval")

@@ -11,10 +11,14 @@ from oneml.errors import OnemlError
 def test_study_runs_are_grouped_by_configuration(demo):
     study = demo
     assert study.source == "study"
-    assert [c.label for c in study.configs] == ["adalora r=8", "dora r=8", "full", "lora r=16", "lora r=8"]
-    assert all(len(c.runs) == 6 for c in study.configs)
+    finished = [c for c in study.configs if c.runs]
+    assert [c.label for c in finished] == ["adalora r=8", "dora r=8", "full", "lora r=16", "lora r=8"]
+    assert all(len(c.runs) == 6 and not c.failed for c in finished)
+    # The configuration whose only runs failed (one) or were pruned is kept for its failure rate, not its results.
+    [failed] = [c for c in study.configs if not c.runs]
+    assert failed.config_id == "cfg999" and [r.status for r in failed.failed] == ["FAILED"]
     assert [r.seed for r in study.configs[0].runs] == ["0", "1", "2", "3", "4", "5"]
-    assert all(c.track == "methods" and c.group == ("tiny-qwen2", "sft", "alpaca-demo") for c in study.configs)
+    assert all(c.track == "methods" and c.group == ("tiny-qwen2", "sft", "alpaca-demo") for c in finished)
 
 
 def test_unfinished_runs_are_counted_not_analysed_and_the_parent_is_skipped(demo):

@@ -23,7 +23,8 @@ from oneml.analysis.decision import (
 )
 from oneml.analysis.report import build_report, default_out, write_report
 from oneml.analysis.results import Configuration, RunData, StudyResults, known_studies, load_experiment, load_study
-from oneml.analysis.stats import Comparison, Summary, against_best, compare, holm, summarize
+from oneml.analysis.stats import Summary, summarize
+from oneml.analysis.verdicts import Comparison, Margin, Ranking, compare, parse_margin, rank
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -32,23 +33,25 @@ __all__ = [
     "Analysis",
     "Comparison",
     "Configuration",
+    "Margin",
     "DecisionOptions",
     "Recommendation",
+    "Ranking",
     "RunData",
     "StudyResults",
     "Summary",
-    "against_best",
     "analyse",
     "analyse_study",
     "build_report",
     "compare",
     "decision_table",
     "default_out",
-    "holm",
     "known_studies",
     "load_experiment",
     "load_study",
+    "parse_margin",
     "parse_weights",
+    "rank",
     "recommend",
     "summarize",
     "write_report",

@@ -1,33 +1,32 @@
-"""The decision guide: one recommended configuration per priority, each with its numbers and its test.
+"""The decision guide: one row per priority, each with a verdict (decided, inconclusive or none), its numbers
+and its test.
 
-Configurations are compared within one *group* (same model, objective and dataset: elsewhere a loss
-means something else). The quality metric is ``eval_loss`` unless the user picks another (token accuracy,
-a downstream benchmark ``bench/<name>``); alpha defaults to 0.05 and the tolerance to 2%.
+Configurations are compared within one *group* (same model, objective and dataset: elsewhere a loss means
+something else). The quality metric is ``eval_loss`` unless the user picks another (token accuracy, a
+downstream benchmark ``bench/<name>``); alpha defaults to 0.05 and the equivalence margin to 1% of the best
+mean (`--margin`, or `margin:` in the study YAML).
 
-First, every configuration is tested against the best one on the quality metric (paired t-test over
-shared seeds, Holm-corrected across the family; see `stats.py`). The *contenders* are the best one, those
-whose difference from it is not distinguishable (corrected p >= alpha), and those that cannot be tested
-(one run, no shared seeds) but whose mean lies within the tolerance of the best mean. The rules:
+Every configuration gets one verdict against the best on the quality metric (`verdicts.py`: better, worse,
+equivalent within the margin, or inconclusive; selection-aware, every run used). That is the one meaning of
+"as good" every row uses: the *contenders* are the best and the configurations equivalent to it; the
+*undecided* are those the evidence cannot place. A row whose answer could change with an undecided
+configuration is itself inconclusive: it names the candidates it cannot separate and about how many seeds
+per configuration would decide it, and what that would cost at the recorded time per run. It shows no
+winner. The rows:
 
-- performance: the best mean on the quality metric; the test shown is the runner-up against it.
-  "Not distinguishable" is said plainly when the corrected p >= alpha: then other priorities decide.
-- stability: among contenders with two or more seeds, the lowest coefficient of variation of the quality
-  metric across seeds (ties: lower std). Spread is compared descriptively; a Brown-Forsythe p-value is shown
-  but few seeds rarely separate spreads.
-- simplicity: among contenders, the lowest rank in `METHOD_COMPLEXITY` (ties: fewer trainable parameters).
-- convergence: fewest mean `steps_to_threshold` among configurations that reached the threshold in every
-  seed; when no configuration recorded it, the lowest mean training loss over the run (area under the
-  train-loss curve / steps). Tested against the runner-up; a winner significantly worse than the best on
-  quality is flagged as such.
-- memory: lowest mean peak memory (CUDA peak when recorded, else resident set) among configurations whose
-  mean quality lies within the tolerance of the best mean.
-- preference: the best mean `eval_preference_accuracy`, tested against the runner-up; "no preference runs"
-  when none recorded it.
-- start: the contender with the highest weighted score. Each criterion (quality, stability, simplicity,
-  convergence, memory, speed, preference) is scaled to [0, 1] over the contenders (1 = best; all equal
-  = 1; not recorded = 0); criteria nobody recorded drop out. Weights default to `DEFAULT_WEIGHTS` and can
-  be changed per criterion (`--weights quality=2,memory=1` or a YAML mapping); unnamed ones keep theirs.
-  Ties go to the simpler method. The starting point is never significantly worse than the best.
+- performance: the best mean. Decided when every other configuration is worse or equivalent.
+- stability: among contenders, the lowest failure rate (failed, diverged and NaN runs count; Clopper-Pearson
+  interval), then the smallest spread across seeds (chi-square interval of the sd). Decided when the winner's
+  failure rate is significantly lower (Fisher's exact test) or its spread significantly smaller (permutation
+  test of the log sd ratio, from 5 seeds per configuration) than every other contender's.
+- simplicity: the contender lowest in `METHOD_COMPLEXITY` (ties: fewer trainable parameters).
+- convergence: steps to the training-loss threshold as time to event (censored at the run's end when not
+  reached): the lowest Kaplan-Meier median, tested by log-rank; without thresholds, the mean per-step training
+  loss on a common step grid, judged like quality. Its quality verdict is stated beside it.
+- memory: the contender with the lowest mean peak memory (CUDA peak when recorded, else resident set).
+- preference: the best mean `eval_preference_accuracy`, judged like quality.
+- start: the contender with the highest weighted score; each criterion is the configuration's value as a
+  ratio of the best contender's (1 = best), so a gap of 0.0001 in loss is a gap of 0.0001, not of 1.
 """
 
 from __future__ import annotations
@@ -37,9 +36,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oneml.analysis import wording
 from oneml.analysis.metrics import Metric, metric
 from oneml.analysis.results import Configuration, StudyResults
-from oneml.analysis.stats import Comparison, Summary, against_best, brown_forsythe, compare, summarize
+from oneml.analysis.stats import Summary, summarize
+from oneml.analysis.verdicts import DEFAULT_MARGIN, Comparison, Margin, Ranking, parse_margin, rank
 from oneml.errors import OnemlError
 from oneml.registry import Registry
 
@@ -72,6 +73,13 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 }
 PREFERENCE = "eval_preference_accuracy"
 MEMORY = "peak_memory_mib"
+TIME_KEYS = ("train_wall_seconds", "train_seconds")
+SCORE_TIE = 0.01
+"""Starting-point scores closer than this are a tie (the simpler method wins): scores are ratios, and a
+hundredth of one is below what a study of a few seeds can tell apart."""
+MEMORY_TIE = 0.01
+"""Peak memories within 1% of each other are a tie (the simpler method wins): allocator noise, not a method."""
+MARGIN_TAG = "oneml.study.margin"
 
 
 @dataclass(frozen=True)
@@ -79,9 +87,11 @@ class DecisionOptions:
     metric: str = "eval_loss"
     """The quality metric every rule starts from."""
     alpha: float = 0.05
+    """Chance of any wrong verdict in a group (shared among all pairs of configurations)."""
     confidence: float = 0.95
-    tolerance: float = 0.02
-    """Relative distance from the best mean quality that still counts as "as good" (memory rule, untested runs)."""
+    """Of the per-configuration summaries (the comparisons' intervals follow alpha)."""
+    margin: Margin | str | float | None = None
+    """Equivalence margin: ``1%`` (of the best mean) or metric units; None = the study's, else 1%."""
     interval: str = "t"
     """Confidence intervals of the per-configuration summaries: 't' or 'bootstrap'."""
     weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
@@ -89,20 +99,35 @@ class DecisionOptions:
 
 @dataclass
 class Analysis:
-    """One comparable group of configurations, summarised and tested."""
+    """One comparable group of configurations, summarised and judged."""
 
     group: tuple[str, str, str]
     configs: dict[str, Configuration]
     options: DecisionOptions
+    margin: Margin
     summaries: dict[str, dict[str, Summary]]
-    best: str
-    comparisons: list[Comparison]
-    """Every other configuration against ``best`` on the quality metric, Holm-corrected."""
-    contenders: list[str]
+    ranking: Ranking
+    """Every configuration with a finite quality result against the best (`verdicts.rank`)."""
 
     @property
     def quality(self) -> Metric:
         return metric(self.options.metric)
+
+    @property
+    def best(self) -> str:
+        return self.ranking.best
+
+    @property
+    def comparisons(self) -> list[Comparison]:
+        return self.ranking.comparisons
+
+    @property
+    def contenders(self) -> list[str]:
+        return self.ranking.contenders
+
+    @property
+    def undecided(self) -> list[str]:
+        return self.ranking.undecided
 
     def mean(self, label: str, key: str) -> float | None:
         s = self.summaries[label].get(key)
@@ -111,16 +136,54 @@ class Analysis:
     def comparison(self, label: str) -> Comparison | None:
         return next((c for c in self.comparisons if c.candidate == label), None)
 
+    def verdict(self, label: str) -> str:
+        """best, better, worse, equivalent, inconclusive, or failed (no finished run with a finite result)."""
+        if label == self.best:
+            return "best"
+        c = self.comparison(label)
+        return c.verdict if c else "failed"
+
+    def n(self, label: str) -> int:
+        return self.summaries[label][self.options.metric].n if self.options.metric in self.summaries[label] else 0
+
+    def seconds_per_run(self, label: str) -> float | None:
+        return next((v for k in TIME_KEYS if (v := self.mean(label, k)) is not None), None)
+
+    def failures(self, label: str) -> tuple[int, int]:
+        """(failed, total): FAILED runs plus finished runs without a finite quality result, over all runs."""
+        c = self.configs[label]
+        bad = sum(not math.isfinite(r.metrics.get(self.options.metric, math.nan)) for r in c.runs)
+        return bad + len(c.failed), len(c.runs) + len(c.failed)
+
 
 @dataclass(frozen=True)
 class Recommendation:
     priority: str
     title: str
     choice: str | None
-    """The recommended configuration's label; None when the rule has nothing to choose from."""
+    """The recommended configuration when decided; the leading candidate when inconclusive; None for none."""
     numbers: str
     evidence: str
     rule: str
+    verdict: str = "decided"
+    """decided | inconclusive | none (the rule had nothing to choose from)."""
+    n: int = 0
+    """Runs (seeds) behind the choice."""
+    candidates: tuple[str, ...] = ()
+    """When inconclusive: the configurations the evidence cannot separate."""
+    seeds_needed: int | None = None
+    """When inconclusive: about how many seeds per configuration would decide it (80% power)."""
+    cost_seconds: float | None = None
+    """What those extra seeds cost at the recorded time per run."""
+
+    @property
+    def decided(self) -> bool:
+        return self.verdict == "decided"
+
+    @property
+    def winner(self) -> str | None:
+        """The configuration to show as the answer: only when decided."""
+        return self.choice if self.decided else None
 
 
 @dataclass(frozen=True)
@@ -132,44 +195,45 @@ class Priority:
 PRIORITIES: Registry[Priority] = Registry("priority")
 
 
-def analyse(configs: list[Configuration], options: DecisionOptions) -> Analysis:
-    """Summaries of every metric, the tests against the best, and the contenders, for one group."""
+def _finite_values(c: Configuration, key: str) -> dict[str, float]:
+    return {s: v for s, v in c.values(key).items() if math.isfinite(v)}
+
+
+def analyse(configs: list[Configuration], options: DecisionOptions, margin: Margin | None = None) -> Analysis:
+    """Summaries of every metric, and every configuration's verdict against the best, for one group."""
     keys = sorted({k for c in configs for r in c.runs for k in r.metrics})
     summaries = {
-        c.label: {k: summarize(c.values(k).values(), options.confidence, options.interval) for k in keys}
+        c.label: {k: summarize(_finite_values(c, k).values(), options.confidence, options.interval) for k in keys}
         for c in configs
     }
     quality = metric(options.metric)
-    values = {c.label: c.values(options.metric) for c in configs if c.values(options.metric)}
-    if not values:
+    values = {c.label: _finite_values(c, options.metric) for c in configs}
+    if not any(values.values()):
         recorded = ", ".join(k for k in keys if not k.startswith("initial_")) or "none"
         raise OnemlError(f"--metric: no finished run recorded {options.metric!r}; recorded: {recorded}")
-    best, comparisons = against_best(options.metric, quality.higher_is_better, values, options.confidence)
-    a = Analysis(configs[0].group, {c.label: c for c in configs}, options, summaries, best, comparisons, [])
-    a.contenders = [best] + [c.candidate for c in comparisons if _contends(a, c)]
-    return a
+    margin = margin or resolve_margin(options, {})
+    ranking = rank(options.metric, quality.higher_is_better, values, margin, options.alpha)
+    return Analysis(configs[0].group, {c.label: c for c in configs}, options, margin, summaries, ranking)
+
+
+def resolve_margin(options: DecisionOptions, parent_tags: Mapping[str, str]) -> Margin:
+    """--margin, else the margin the study YAML recorded on its parent run, else 1% of the best mean."""
+    if options.margin is not None:
+        return parse_margin(options.margin, "--margin")
+    return parse_margin(parent_tags.get(MARGIN_TAG, DEFAULT_MARGIN), "margin")
 
 
 def analyse_study(study: StudyResults, options: DecisionOptions) -> list[Analysis]:
+    margin = resolve_margin(options, study.parent_tags)
     groups: dict[tuple[str, str, str], list[Configuration]] = {}
     for config in study.configs:
         groups.setdefault(config.group, []).append(config)
-    return [analyse(configs, options) for configs in groups.values()]
+    return [analyse(configs, options, margin) for configs in groups.values() if _has_quality(configs, options)]
 
 
-def _contends(a: Analysis, c: Comparison) -> bool:
-    if c.tested:
-        return not c.distinguishable(a.options.alpha)
-    return _within(a, a.mean(c.candidate, a.options.metric))
-
-
-def _within(a: Analysis, value: float | None) -> bool:
-    """Within the relative tolerance of the best mean quality (on the side that is worse)."""
-    best = a.mean(a.best, a.options.metric)
-    if value is None or best is None:
-        return False
-    slack = a.options.tolerance * abs(best)
-    return value >= best - slack if a.quality.higher_is_better else value <= best + slack
+def _has_quality(configs: list[Configuration], options: DecisionOptions) -> bool:
+    """A group of configurations that only failed has nothing to rank (the excluded-runs table lists them)."""
+    return any(c.runs for c in configs)
 
 
 def complexity(method: str) -> int:
@@ -184,57 +248,12 @@ def decision_table(a: Analysis) -> list[Recommendation]:
     return [entry.value.decide(a) for entry in PRIORITIES.entries()]
 
 
-def format_p(p: float) -> str:
-    if not math.isfinite(p):
-        return "n/a"
-    return "<0.0001" if p < 1e-4 else f"{p:.4f}" if p < 0.01 else f"{p:.3f}"
+def replicated(analyses: list[Analysis]) -> bool:
+    """Whether any comparison in these groups could be tested (some configurations ran two or more seeds)."""
+    return any(c.tested for a in analyses for c in a.comparisons)
 
 
-def _p_is(name: str, p: float) -> str:
-    """``p=0.031`` or ``p<0.0001``."""
-    text = format_p(p)
-    return f"{name}{text}" if text.startswith("<") else f"{name}={text}"
-
-
-def signed(x: float, m: Metric) -> str:
-    return format(x, "+" + m.fmt) if math.isfinite(x) else "n/a"
-
-
-def evidence(c: Comparison | None, alpha: float, m: Metric, confidence: float = 0.95) -> str:
-    """One sentence on a comparison: the difference, its interval, the tests, the verdict."""
-    if c is None:
-        return "only one configuration: nothing to compare"
-    if not c.tested:
-        return f"not tested ({c.note})"
-    diff = f"{c.candidate} − {c.reference} = {signed(c.diff, m)}"
-    if math.isfinite(c.ci_low):
-        diff += f" ({confidence:.0%} CI {signed(c.ci_low, m)} to {signed(c.ci_high, m)})"
-    tests = f"{c.test} {_p_is('p', c.p)}, {_p_is('Holm p', c.p_holm)}"
-    if math.isfinite(c.wilcoxon_p):
-        tests += f", {_p_is('Wilcoxon p', c.wilcoxon_p)}"
-    tests += f", d={c.cohen_d:.2f}, n={c.n}" + (f"; {c.note}" if c.note else "")
-    verdict = "distinguishable" if c.distinguishable(alpha) else "not distinguishable"
-    return f"{verdict} on {m.label}: {diff}; {tests}"
-
-
-def _ranked(a: Analysis, key: str, labels: list[str]) -> list[str]:
-    """``labels`` that recorded ``key``, best mean first (ties: simpler method)."""
-    m = metric(key)
-    sign = -1 if m.higher_is_better else 1
-    have = [label for label in labels if a.mean(label, key) is not None]
-    return sorted(have, key=lambda label: (sign * a.mean(label, key), complexity(a.configs[label].method)))
-
-
-def _versus(a: Analysis, key: str, winner: str, runner_up: str | None) -> str:
-    """The runner-up against the winner on ``key``: a single test, so Holm leaves its p-value as it is."""
-    if runner_up is None:
-        return "only one configuration recorded it: nothing to compare"
-    mine, theirs = a.configs[winner].values(key), a.configs[runner_up].values(key)
-    c = compare(key, runner_up, theirs, winner, mine, a.options.confidence)
-    return "vs runner-up: " + evidence(c, a.options.alpha, metric(key), a.options.confidence)
-
-
-def _show(a: Analysis, label: str, key: str) -> str:
+def show(a: Analysis, label: str, key: str) -> str:
     s = a.summaries[label].get(key)
     m = metric(key)
     if s is None or not s.n:
@@ -243,50 +262,95 @@ def _show(a: Analysis, label: str, key: str) -> str:
     return f"{m.label} {m.show(s.mean)}{spread}"
 
 
-def _none(name: str, why: str) -> Recommendation:
+def none(name: str, why: str) -> Recommendation:
     entry = PRIORITIES.entry(name)
-    return Recommendation(name, entry.description, None, "-", why, entry.value.rule)
+    return Recommendation(name, entry.description, None, "-", why, entry.value.rule, "none")
 
 
-def _made(name: str, choice: str, numbers: str, evidence_text: str) -> Recommendation:
+def made(
+    a: Analysis,
+    name: str,
+    choice: str,
+    numbers: str,
+    text: str,
+    blockers: list[Comparison],
+    extra: tuple[tuple[str, ...], int | None] | None = None,
+) -> Recommendation:
+    """A decided row, or an inconclusive one when ``blockers`` (undecided comparisons) or ``extra`` (labels the
+    row's own test could not separate from ``choice``, with the seeds that would) could change it."""
     entry = PRIORITIES.entry(name)
-    return Recommendation(name, entry.description, choice, numbers, evidence_text, entry.value.rule)
+    n = a.n(choice) or len(a.configs[choice].runs)
+    labels, extra_seeds = extra or ((), None)
+    if not blockers and not labels:
+        return Recommendation(name, entry.description, choice, numbers, text, entry.value.rule, "decided", n)
+    candidates = tuple(dict.fromkeys([choice, *(c.candidate for c in blockers), *(c.reference for c in blockers)]))
+    candidates = tuple(dict.fromkeys([*candidates, *labels]))
+    known = [c.seeds_needed for c in blockers] + ([extra_seeds] if labels else [])
+    seeds = None if any(s is None for s in known) else max(known)  # type: ignore[type-var]
+    cost = _cost(a, candidates, seeds)
+    unknown = _why_no_number(blockers) if any(c.seeds_needed is None for c in blockers) else NO_SEEDS_EXTRA
+    more = wording.more_seeds(seeds, cost, unknown)
+    head = f"no winner at n={_n_span(a, candidates)}: the evidence cannot separate {', '.join(candidates)}; {more}"
+    return Recommendation(
+        name, entry.description, choice, numbers, f"{head}. {text}", entry.value.rule, "inconclusive", n,
+        candidates, seeds, cost,
+    )  # fmt: skip
+
+
+NO_SEEDS_EXTRA = "no number of seeds up to 1000 per configuration would separate them at the observed spread"
+
+
+def _n_span(a: Analysis, labels) -> str:
+    ns = sorted({a.n(label) for label in labels})
+    return str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+
+
+def _cost(a: Analysis, labels, seeds: int | None) -> float | None:
+    """The compute to bring every one of ``labels`` to ``seeds`` runs, at its recorded time per run."""
+    if seeds is None:
+        return None
+    cost = 0.0
+    for label in labels:
+        per_run = a.seconds_per_run(label)
+        if per_run is None:
+            return None
+        cost += max(0, seeds - len(a.configs[label].runs) - len(a.configs[label].failed)) * per_run
+    return cost
+
+
+def _why_no_number(blockers: list[Comparison]) -> str:
+    untested = [c for c in blockers if not c.tested and "identical" not in c.note]
+    if any("identical" in c.note for c in blockers):
+        return "results do not vary across seeds (seed not applied?), so no number of seeds can be given"
+    if untested and all(c.seeds_needed is None for c in untested):
+        return "the spread across seeds is unknown: run at least 3 seeds per configuration to measure it"
+    return (
+        f"no number of seeds up to 1000 per configuration would: the difference is about the size of the margin "
+        f"(±{untested[0].margin if untested else blockers[0].margin:.4g}); decide on other grounds or set --margin"
+    )
+
+
+def quality_status(a: Analysis, label: str) -> str:
+    """Where ``label`` stands on the quality metric, in words."""
+    if label == a.best:
+        others = len(a.comparisons)
+        if not others:
+            return f"the only configuration with a {a.quality.label} result"
+        return f"best mean {a.quality.label}" + (" (one run: nothing can be tested)" if a.n(label) < 2 else "")
+    c = a.comparison(label)
+    return "no finished run" if c is None else f"vs best ({a.best}) " + wording.comparison(c, a.quality)
+
+
+def blocking(a: Analysis) -> list[Comparison]:
+    """The undecided comparisons: any of them could change an answer that rests on "as good as the best"."""
+    return [c for c in a.comparisons if c.verdict == "inconclusive"]
 
 
 def _performance(a: Analysis) -> Recommendation:
-    runner_up = a.comparisons[0] if a.comparisons else None
-    text = "vs runner-up: " + evidence(runner_up, a.options.alpha, a.quality, a.options.confidence)
-    return _made("performance", a.best, _show(a, a.best, a.options.metric), text)
-
-
-def _stability(a: Analysis) -> Recommendation:
-    key = a.options.metric
-    pool = [label for label in a.contenders if a.summaries[label][key].n >= 2]
-    if not pool:
-        return _none("stability", "no contender has two or more seeds: spread across seeds is unknown")
-    pool.sort(key=lambda label: (_nan_last(a.summaries[label][key].cv), a.summaries[label][key].std))
-    winner = pool[0]
-    s = a.summaries[winner][key]
-    numbers = f"CV {s.cv:.2%}, std {a.quality.show(s.std)} over {s.n} seeds"
-    text = _quality_status(a, winner)
-    if len(pool) > 1:
-        other = a.summaries[pool[1]][key]
-        p = brown_forsythe(list(a.configs[winner].values(key).values()), list(a.configs[pool[1]].values(key).values()))
-        text += (
-            f"; runner-up {pool[1]} CV {other.cv:.2%} (Brown-Forsythe p={format_p(p)}, spread compared descriptively)"
-        )
-    return _made("stability", winner, numbers, text)
-
-
-def _nan_last(x: float) -> float:
-    return math.inf if not math.isfinite(x) else x
-
-
-def _quality_status(a: Analysis, label: str) -> str:
-    if label == a.best:
-        single = a.summaries[label][a.options.metric].n == 1
-        return f"best mean {a.quality.label}" + (" (one run: no spread, no test)" if single else "")
-    return f"vs best: {evidence(a.comparison(label), a.options.alpha, a.quality, a.options.confidence)}"
+    others = [wording.comparison(c, a.quality) for c in a.comparisons]
+    text = "vs best: " + "; ".join(others) if others else "only one configuration: nothing to compare"
+    text += f" (margin ±{a.ranking.margin:.4g} {a.quality.label}, {a.margin} )".replace(" )", ")")
+    return made(a, "performance", a.best, show(a, a.best, a.options.metric), text, blocking(a))
 
 
 def _simplicity(a: Analysis) -> Recommendation:
@@ -295,99 +359,68 @@ def _simplicity(a: Analysis) -> Recommendation:
 
     winner = min(a.contenders, key=order)
     method = a.configs[winner].method
-    rank, why = METHOD_COMPLEXITY.get(method, (UNKNOWN_COMPLEXITY, "not in the complexity table: ranked last"))
-    numbers = f"complexity {rank}/{UNKNOWN_COMPLEXITY - 1} ({why}); {_show(a, winner, a.options.metric)}"
-    return _made("simplicity", winner, numbers, _quality_status(a, winner))
-
-
-def _convergence_metric(a: Analysis) -> tuple[str, list[str]]:
-    """steps_to_threshold over configurations that reached it in every seed, else the train-loss area."""
-    full = [lbl for lbl, c in a.configs.items() if len(c.values("steps_to_threshold")) == len(c.runs)]
-    if full:
-        return "steps_to_threshold", full
-    return "train_loss_auc", list(a.configs)
-
-
-def _convergence(a: Analysis) -> Recommendation:
-    key, pool = _convergence_metric(a)
-    ranked = _ranked(a, key, pool)
-    if not ranked:
-        return _none("convergence", "no run recorded steps_to_threshold or a train-loss history")
-    winner = ranked[0]
-    runner_up = ranked[1] if len(ranked) > 1 else None
-    missing = len(a.configs) - len(pool)
-    note = f"; {missing} configuration(s) did not reach the threshold in every seed" if missing else ""
-    if winner not in a.contenders:  # fast but worse: say so rather than let speed pass for quality
-        note += f"; note: significantly worse than the best on {a.quality.label}"
-    return _made("convergence", winner, _show(a, winner, key), _versus(a, key, winner, runner_up) + note)
+    rank_, why = METHOD_COMPLEXITY.get(method, (UNKNOWN_COMPLEXITY, "not in the complexity table: ranked last"))
+    numbers = f"complexity {rank_}/{UNKNOWN_COMPLEXITY - 1} ({why}); {show(a, winner, a.options.metric)}"
+    return made(a, "simplicity", winner, numbers, quality_status(a, winner), blocking(a))
 
 
 def _memory(a: Analysis) -> Recommendation:
-    pool = [label for label in a.configs if _within(a, a.mean(label, a.options.metric))]
-    ranked = _ranked(a, MEMORY, pool)
-    if not ranked:
-        return _none("memory", "no run recorded peak memory")
-    winner = ranked[0]
+    pool = [label for label in a.contenders if a.mean(label, MEMORY) is not None]
+    if not pool:
+        return none("memory", "no contender recorded peak memory")
+    low = min(a.mean(label, MEMORY) for label in pool)  # type: ignore[type-var]
+    tied = [label for label in pool if a.mean(label, MEMORY) <= low * (1 + MEMORY_TIE)]  # type: ignore[operator]
+    winner = min(tied, key=lambda label: (complexity(a.configs[label].method), a.mean(label, MEMORY)))
     delta = (a.mean(winner, MEMORY) or math.nan) - (a.mean(a.best, MEMORY) or math.nan)
     relative = "the best-quality configuration itself" if winner == a.best else f"{delta:+,.0f} MiB vs the best"
-    numbers = f"{_show(a, winner, MEMORY)} ({relative}); {_show(a, winner, a.options.metric)}"
-    tol = f"within {a.options.tolerance:.0%} of the best mean {a.quality.label}"
-    return _made("memory", winner, numbers, f"{tol}; {_quality_status(a, winner)}")
+    numbers = f"{show(a, winner, MEMORY)} ({relative}); {show(a, winner, a.options.metric)}"
+    tie = (
+        f"; within {MEMORY_TIE:.0%} of {', '.join(t for t in tied if t != winner)}: the simpler one"
+        if len(tied) > 1
+        else ""
+    )
+    text = f"lowest peak memory among the {len(a.contenders)} contender(s){tie}; {quality_status(a, winner)}"
+    return made(a, "memory", winner, numbers, text, blocking(a))
 
 
 def _preference(a: Analysis) -> Recommendation:
-    ranked = _ranked(a, PREFERENCE, list(a.configs))
-    if not ranked:
-        return _none("preference", "no preference runs (no run recorded eval_preference_accuracy)")
-    runner_up = ranked[1] if len(ranked) > 1 else None
-    return _made("preference", ranked[0], _show(a, ranked[0], PREFERENCE), _versus(a, PREFERENCE, ranked[0], runner_up))
+    values = {label: _finite_values(c, PREFERENCE) for label, c in a.configs.items()}
+    if not any(values.values()):
+        return none("preference", "no preference runs (no run recorded eval_preference_accuracy)")
+    m = metric(PREFERENCE)
+    r = rank(PREFERENCE, m.higher_is_better, values, a.margin, a.options.alpha)
+    others = "; ".join(wording.comparison(c, m) for c in r.comparisons) or "only one configuration recorded it"
+    blockers = [c for c in r.comparisons if c.verdict == "inconclusive"]
+    return made(a, "preference", r.best, show(a, r.best, PREFERENCE), f"vs best: {others}", blockers)
 
 
-# criterion -> (its raw value for a configuration, higher is better; None: the quality metric's direction)
-CRITERIA: dict[str, tuple[Callable[[Analysis, str], float | None], bool | None]] = {
-    "quality": (lambda a, label: a.mean(label, a.options.metric), None),  # direction from the metric
-    "stability": (lambda a, label: _finite(a.summaries[label][a.options.metric].cv), False),
-    "simplicity": (lambda a, label: float(complexity(a.configs[label].method)), False),
-    "convergence": (lambda a, label: a.mean(label, _convergence_metric(a)[0]), False),
-    "memory": (lambda a, label: a.mean(label, MEMORY), False),
-    "speed": (lambda a, label: a.mean(label, "tokens_per_second"), True),
-    "preference": (lambda a, label: a.mean(label, PREFERENCE), True),
-}
+def _stability(a: Analysis) -> Recommendation:
+    from oneml.analysis.rules import stability
+
+    return stability(a)
 
 
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
+def _convergence(a: Analysis) -> Recommendation:
+    from oneml.analysis.rules import convergence
 
-
-def scores(a: Analysis) -> dict[str, dict[str, float]]:
-    """Per contender, each criterion scaled to [0, 1] over the contenders (1 = best), plus the weighted 'score'."""
-    out: dict[str, dict[str, float]] = {label: {} for label in a.contenders}
-    used: dict[str, float] = {}
-    for name, (value_of, higher) in CRITERIA.items():
-        weight = float(a.options.weights.get(name, 0.0))
-        higher = a.quality.higher_is_better if higher is None else higher
-        raw = {label: value_of(a, label) for label in a.contenders}
-        known = [v for v in raw.values() if v is not None]
-        if weight <= 0 or not known:
-            continue
-        used[name] = weight
-        best, worst = (max(known), min(known)) if higher else (min(known), max(known))
-        for label, v in raw.items():
-            out[label][name] = 0.0 if v is None else 1.0 if best == worst else abs(v - worst) / abs(best - worst)
-    total = sum(used.values())
-    for parts in out.values():
-        parts["score"] = sum(used[k] * parts[k] for k in used) / total if total else 0.0
-    return out
+    return convergence(a)
 
 
 def _start(a: Analysis) -> Recommendation:
-    table = scores(a)
-    winner = max(a.contenders, key=lambda label: (table[label]["score"], -complexity(a.configs[label].method)))
+    from oneml.analysis.rules import scores
+
+    pool = a.contenders
+    table = scores(a, pool)
+    top = max(table[label]["score"] for label in pool)
+    tied = [label for label in pool if table[label]["score"] >= top - SCORE_TIE]
+    winner = min(tied, key=lambda label: (complexity(a.configs[label].method), -table[label]["score"]))
     parts = ", ".join(f"{k} {v:.2f}" for k, v in table[winner].items() if k != "score")
-    numbers = f"score {table[winner]['score']:.2f} ({parts}); {_show(a, winner, a.options.metric)}"
+    numbers = f"score {table[winner]['score']:.2f} ({parts}); {show(a, winner, a.options.metric)}"
     weights = ", ".join(f"{k}={v:g}" for k, v in a.options.weights.items())
-    text = f"{_quality_status(a, winner)}; highest weighted score among {len(a.contenders)} contender(s) ({weights})"
-    return _made("start", winner, numbers, text)
+    text = f"highest weighted score among {len(pool)} contender(s) ({weights}); {quality_status(a, winner)}"
+    if len(tied) > 1:
+        text += f"; scores within {SCORE_TIE} of {', '.join(t for t in tied if t != winner)}: the simpler one"
+    return made(a, "start", winner, numbers, text, blocking(a))
 
 
 def parse_weights(text: str | None) -> dict[str, float]:
@@ -430,14 +463,15 @@ def _weights_file(path: Path) -> dict[str, object]:
 _RULES = {
     "performance": (
         "Maximum performance",
-        "Best mean quality metric. The runner-up is tested against it (paired t over shared seeds, Holm-corrected "
-        "across all comparisons with the best); when not distinguishable the row says so and the other rows decide.",
+        "The best mean quality. Decided when every other configuration is worse or equivalent (within the "
+        "margin); otherwise no winner, with the seeds that would decide it.",
         _performance,
     ),
     "stability": (
         "Production stability",
-        "Among contenders (the best and those not distinguishable from it) with two or more seeds: the lowest "
-        "coefficient of variation of the quality metric across seeds (ties: lower std).",
+        "Among contenders: the lowest failure rate (failed, diverged and NaN runs count), then the smallest spread "
+        "across seeds. Decided when its failure rate (Fisher exact) or spread (permutation test of the log sd "
+        "ratio, from 5 seeds each) is significantly better than every other contender's.",
         _stability,
     ),
     "simplicity": (
@@ -447,24 +481,25 @@ _RULES = {
     ),
     "convergence": (
         "Fast convergence",
-        "Fewest mean steps to the training-loss threshold among configurations that reached it in every seed; "
-        "without thresholds, the lowest mean training loss over the run. Tested against the runner-up.",
+        "Steps to the training-loss threshold as time to event (censored at the end of a run that never reached "
+        "it): the lowest Kaplan-Meier median, tested by log-rank against the others. Without thresholds: the mean "
+        "per-step training loss on a common step grid, judged like quality. Its quality verdict is stated.",
         _convergence,
     ),
     "memory": (
         "Memory-constrained",
-        "Lowest mean peak memory among configurations whose mean quality lies within the tolerance of the best mean.",
+        "Among contenders: the lowest mean peak memory (within 1% counts as a tie: the simpler method).",
         _memory,
     ),
     "preference": (
         "Preference alignment",
-        "Best mean preference accuracy, tested against the runner-up; 'no preference runs' when none recorded it.",
+        "The best mean preference accuracy, judged like quality; 'no preference runs' when none recorded it.",
         _preference,
     ),
     "start": (
         "Starting point",
-        "Highest weighted score among contenders: each criterion scaled to [0, 1] over the contenders (1 = best), "
-        "weighted and averaged; ties go to the simpler method.",
+        "Among contenders: the highest weighted score; each criterion is the value as a ratio of the best "
+        "contender's (1 = best), weighted and averaged; scores within 0.01 tie and go to the simpler method.",
         _start,
     ),
 }

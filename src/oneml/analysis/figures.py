@@ -35,7 +35,7 @@ _STYLE = {
     "legend.frameon": False,
     "legend.fontsize": 8,
 }
-BEST, CONTENDER, OTHER = "#1d4ed8", "#60a5fa", "#cbd5e1"
+BEST, CONTENDER, UNDECIDED, OTHER = "#1d4ed8", "#60a5fa", "#fbbf24", "#cbd5e1"
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,8 @@ def convergence(a: Analysis, palette: dict[str, str]) -> FigureOut:
 
 
 def _bar_panel(ax, a: Analysis, key: str) -> None:
+    """Means with their 95% intervals as points on an axis that starts near the data: a bar from 0 would make a
+    0.7% difference invisible, and a bar's length means nothing when 0 is not a meaningful value of the metric."""
     m = metric(key)
     rows = [(label, s) for label, per in a.summaries.items() if (s := per.get(key)) is not None and s.n]
     rows.sort(key=lambda item: item[1].mean, reverse=not m.higher_is_better)  # best ends on top
@@ -144,17 +146,22 @@ def _bar_panel(ax, a: Analysis, key: str) -> None:
     low = np.array([s.mean - s.ci_low if s.n > 1 else 0.0 for _, s in rows])
     high = np.array([s.ci_high - s.mean if s.n > 1 else 0.0 for _, s in rows])
     colour = [_status_colour(a, label) for label, _ in rows]
-    ax.barh(y, means, color=colour, height=0.6)
-    ax.errorbar(means, y, xerr=[low, high], fmt="none", ecolor="#111827", capsize=3, lw=1)
+    ax.errorbar(means, y, xerr=[low, high], fmt="none", ecolor="#111827", capsize=3, lw=1, zorder=2)
+    ax.scatter(means, y, c=colour, s=46, edgecolors="#111827", lw=0.6, zorder=3)
     for i, (_, s) in enumerate(rows):
-        ax.text(s.mean, i + 0.33, f" {m.show(s.mean)}" + ("" if s.n > 1 else " (n=1)"), fontsize=7, va="bottom")
+        ax.text(s.mean, i + 0.18, f" {m.show(s.mean)}" + ("" if s.n > 1 else " (n=1)"), fontsize=7, va="bottom")
+    lo, hi = float(np.min(means - low)), float(np.max(means + high))
+    pad = 0.08 * (hi - lo) if hi > lo else 0.01 * max(abs(hi), 1e-9)
+    ax.set_xlim(lo - pad, hi + 3 * pad)  # room on the right for the value labels
+    ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_yticks(y, [label for label, _ in rows])
-    ax.set_xlabel(f"{m.label} ({'higher' if m.higher_is_better else 'lower'} is better)")
+    ax.set_xlabel(f"{m.label} ({'higher' if m.higher_is_better else 'lower'} is better; axis not from 0)")
     ax.grid(axis="y", visible=False)
 
 
 def _status_colour(a: Analysis, label: str) -> str:
-    return BEST if label == a.best else CONTENDER if label in a.contenders else OTHER
+    verdict = a.verdict(label)
+    return {"best": BEST, "equivalent": CONTENDER, "inconclusive": UNDECIDED}.get(verdict, OTHER)
 
 
 @_styled
@@ -167,8 +174,9 @@ def bars(a: Analysis, palette: dict[str, str]) -> FigureOut:
     for ax, k in zip(axes, keys, strict=True):
         _bar_panel(ax, a, k)
     caption = (
-        f"Mean over seeds with 95% confidence intervals. Colours follow {a.quality.label}: dark = best, light = not "
-        "distinguishable from the best (contender), grey = significantly worse."
+        f"Mean over seeds with 95% confidence intervals; the axis starts near the data, not at 0. Colours follow the "
+        f"verdict on {a.quality.label}: dark blue = best, light blue = equivalent to the best (within the margin), "
+        "amber = undecided, grey = worse."
     )
     return FigureOut(key, title, caption, _svg(fig, key))
 

@@ -34,7 +34,11 @@ tr.best td { background: var(--best); }
 tr.best td:first-child { border-left: 3px solid var(--accent); }
 tr.contender td:first-child { border-left: 3px solid #93c5fd; }
 tr.worse td { color: var(--muted); }
-table.decision td:nth-child(2) { font-weight: 600; white-space: nowrap; }
+tr.undecided td:first-child { border-left: 3px dashed var(--warn-line); }
+table.decision tr.undecided td:nth-child(3) { font-weight: normal; font-style: italic; }
+.banner { background: #fef2f2; border-left: 4px solid #dc2626; padding: 10px 14px; margin: 14px 0;
+          border-radius: 4px; font-weight: 600; }
+table.decision td:nth-child(3) { font-weight: 600; }
 table.decision td:first-child { font-weight: 600; white-space: nowrap; }
 .caption { color: var(--muted); font-size: 12px; margin: 2px 0 12px; }
 figure { margin: 18px 0 26px; padding: 12px; border: 1px solid var(--line); border-radius: 8px; }
@@ -95,6 +99,10 @@ def warnings(items: list[str]) -> str:
         return ""
     lis = "".join(f"<li>{escape(w)}</li>" for w in items)
     return f'<div class="warnings"><b>Read with care</b><ul>{lis}</ul></div>'
+
+
+def banner(text: str) -> str:
+    return f'<p class="banner" role="alert">{escape(text)}</p>' if text else ""
 
 
 def paragraph(text: str, cls: str = "") -> str:

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oneml.analysis import html
-from oneml.analysis.decision import DEFAULT_WEIGHTS, Analysis, DecisionOptions, Recommendation, analyse_study
+from oneml.analysis.decision import (
+    DEFAULT_WEIGHTS,
+    Analysis,
+    DecisionOptions,
+    Recommendation,
+    analyse_study,
+    replicated,
+)
 from oneml.analysis.decision import decision_table as decide_all
 from oneml.analysis.figures import FigureOut, all_figures, colours
 from oneml.analysis.results import StudyResults
@@ -48,6 +55,7 @@ class StudyReport:
     decisions: list[list[Recommendation]]
     figures: list[list[FigureOut]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    banner: str = ""
 
 
 def build_report(study: StudyResults, options: DecisionOptions, figures: bool = True, scope: str = "") -> StudyReport:
@@ -59,7 +67,19 @@ def build_report(study: StudyResults, options: DecisionOptions, figures: bool = 
         scopes = [f"{scope}g{i}" if multi else scope for i in range(len(analyses))]
         report.figures = [all_figures(a, palette, s) for a, s in zip(analyses, scopes, strict=True)]
     report.warnings = _warnings(study, analyses)
+    report.banner = banner(analyses)
     return report
+
+
+def banner(analyses: list[Analysis]) -> str:
+    """One line at the top when nothing in the guide is backed by replication."""
+    if replicated(analyses):
+        return ""
+    return (
+        "No claim in this guide is backed by replication: no comparison could be tested (a configuration needs "
+        "two or more seeds, and so does the one it is compared with). Every row below is inconclusive; run at "
+        "least 3 seeds per configuration to measure the spread."
+    )
 
 
 def _warnings(study: StudyResults, analyses: list[Analysis]) -> list[str]:
@@ -70,6 +90,9 @@ def _warnings(study: StudyResults, analyses: list[Analysis]) -> list[str]:
         )
     for a in analyses:
         single = [label for label, c in a.configs.items() if len(c.runs) == 1]
+        failed = [label for label, c in a.configs.items() if not c.runs]
+        if failed:
+            out.append(f"no finished run (every run failed) for: {', '.join(failed)}; they count in stability only")
         if single and len(single) == len(a.configs):
             out.append(
                 "every configuration has one seed (n=1): no spread, no test; recommendations rest on means alone"
@@ -166,7 +189,7 @@ def _study_html(r: StudyReport, options: DecisionOptions, scope: str = "") -> st
     s, multi = r.study, len(r.analyses) > 1
     scopes = [f"{scope}g{i}" if multi else scope for i in range(len(r.analyses))]  # as build_report's figures
     parts = [f"<header><h1>Decision guide: {html.escape(s.name)}</h1>", html.paragraph(_meta(s), "meta"), "</header>"]
-    parts += [html.cards(_cards(r)), html.warnings(r.warnings)]
+    parts += [html.banner(r.banner), html.cards(_cards(r)), html.warnings(r.warnings)]
     for a, recs, sc in zip(r.analyses, r.decisions, scopes, strict=True):
         t = decision_table(a, recs)
         t.title = f"Decision guide — {group_title(a)}" if multi else "Decision guide"
@@ -224,6 +247,7 @@ def _md_table(t: Table) -> str:
 def _study_markdown(r: StudyReport, options: DecisionOptions) -> list[str]:
     s = r.study
     out = [f"# Decision guide: {s.name}", "", _meta(s), ""]
+    out += [f"> **{r.banner}**", ""] if r.banner else []
     out += [f"- {w}" for w in r.warnings] + ([""] if r.warnings else [])
     for a, recs in zip(r.analyses, r.decisions, strict=True):
         out += [f"## {group_title(a)}", "", _md_table(decision_table(a, recs))]
@@ -283,15 +307,14 @@ def _runs_csv(studies: list[StudyResults]) -> str:
 
 
 def _configs_csv(reports: list[StudyReport]) -> str:
-    header = ["study", "model", "objective", "dataset", "config_id", "configuration", "method", "track", "status"]
+    header = ["study", "model", "objective", "dataset", "config_id", "configuration", "method", "track", "verdict"]
     header += ["metric", "n", "mean", "std", "cv", "ci_low", "ci_high", "interval", "warning"]
     rows = []
     for r in reports:
         for a in r.analyses:
             for label, per in a.summaries.items():
                 c = a.configs[label]
-                status = "best" if label == a.best else "contender" if label in a.contenders else "worse"
-                head = [r.study.name, *a.group, c.config_id, label, c.method, c.track, status]
+                head = [r.study.name, *a.group, c.config_id, label, c.method, c.track, a.verdict(label)]
                 rows += [
                     head + [k, s.n, s.mean, s.std, s.cv, s.ci_low, s.ci_high, s.interval, s.warning]
                     for k, s in per.items()
@@ -301,34 +324,32 @@ def _configs_csv(reports: list[StudyReport]) -> str:
 
 
 def _comparisons_csv(reports: list[StudyReport]) -> str:
-    header = ["study", "model", "objective", "dataset", "metric", "configuration", "best", "test", "n", "diff"]
-    header += ["ci_low", "ci_high", "p", "p_holm", "wilcoxon_p", "cohen_d", "distinguishable", "note"]
+    header = ["study", "model", "objective", "dataset", "metric", "configuration", "best", "verdict", "margin"]
+    header += ["test", "n", "n_configuration", "n_best", "diff", "ci_low", "ci_high", "ci_level", "eq_low", "eq_high"]
+    header += ["p", "p_adjusted", "pairs", "effect", "effect_kind", "seeds_needed", "note"]
     rows = []
     for r in reports:
         for a in r.analyses:
             for c in a.comparisons:
+                d = c.d
                 rows.append(
-                    [r.study.name, *a.group, c.metric, c.candidate, c.reference, c.test, c.n, c.diff, c.ci_low]
-                    + [c.ci_high, c.p, c.p_holm, c.wilcoxon_p, c.cohen_d, c.distinguishable(a.options.alpha), c.note]
+                    [r.study.name, *a.group, c.metric, c.candidate, c.reference, c.verdict, c.margin, c.test, c.n]
+                    + [d.n_candidate, d.n_reference, c.diff, c.ci_low, c.ci_high, 1 - c.alpha / c.family, c.eq_low]
+                    + [c.eq_high, c.p, c.p_adjusted, c.family, d.effect, d.effect_kind, _blank(c.seeds_needed), c.note]
                 )
     return _csv(header, rows)
 
 
+def _blank(value: object) -> object:
+    return "" if value is None else value
+
+
 def _decisions_csv(reports: list[StudyReport]) -> str:
-    header = [
-        "study",
-        "model",
-        "objective",
-        "dataset",
-        "priority",
-        "title",
-        "recommended",
-        "numbers",
-        "evidence",
-        "rule",
-    ]
+    header = ["study", "model", "objective", "dataset", "priority", "title", "verdict", "recommended", "n"]
+    header += ["seeds_needed", "compute_seconds", "candidates", "numbers", "evidence", "rule"]
     rows = [
-        [r.study.name, *a.group, d.priority, d.title, d.choice or "", d.numbers, d.evidence, d.rule]
+        [r.study.name, *a.group, d.priority, d.title, d.verdict, d.winner or "", d.n or "", _blank(d.seeds_needed)]
+        + [_blank(d.cost_seconds), ";".join(d.candidates), d.numbers, d.evidence, d.rule]
         for r in reports
         for a, recs in zip(r.analyses, r.decisions, strict=True)
         for d in recs

@@ -86,6 +86,9 @@ class Configuration:
     dataset: str
     track: str
     runs: list[RunData]
+    failed: list[RunData] = field(default_factory=list)
+    """FAILED runs of this configuration (diverged, crashed, out of memory) whose seed has no finished run:
+    never in the quality statistics, always in its failure rate."""
 
     def values(self, key: str) -> dict[str, float]:
         """``{seed: value}`` of one metric over this configuration's runs that recorded it."""
@@ -190,7 +193,20 @@ def _assemble(client, name: str, source: str, uri: str, mlflow_runs: list[Any], 
     for run in kept:
         _load_details(client, run, artifacts, notes)
     parent_tags = dict(parents[0].data.tags) if parents else {}
-    return StudyResults(name, source, uri, _configurations(kept, source), excluded, notes, parent_tags)
+    configs = _configurations(kept + _failures(excluded, kept), source)
+    return StudyResults(name, source, uri, configs, excluded, notes, parent_tags)
+
+
+def _failures(excluded: list[RunData], finished: list[RunData]) -> list[RunData]:
+    """FAILED runs that count against their configuration: one per seed, and none where a rerun of that seed
+    finished (the rerun is what its author kept). Killed and pruned runs are not failures of the method."""
+    done = {(r.config_id, r.seed) for r in finished}
+    out: dict[tuple[str, str], RunData] = {}
+    for run in excluded:
+        key = (run.config_id, run.seed)
+        if run.status == "FAILED" and key not in done and not run.config_id.startswith("run-"):
+            out.setdefault(key, run)
+    return list(out.values())
 
 
 def _count(items) -> dict[str, int]:
@@ -308,18 +324,28 @@ def _no_progress_bars():
 
 def _configurations(runs: list[RunData], source: str) -> list[Configuration]:
     by_id: dict[str, list[RunData]] = {}
-    for run in runs:
+    for run in sorted(runs, key=lambda r: not r.analysed):  # finished runs first: they name the configuration
         by_id.setdefault(run.config_id, []).append(run)
     parts = _label_parts(by_id) if source == "experiment" else _grid_parts(by_id)
     configs = []
-    for config_id, members in by_id.items():
-        members.sort(key=lambda r: _seed_order(r.seed))
-        first = members[0]
+    for config_id, everyone in by_id.items():
+        everyone.sort(key=lambda r: _seed_order(r.seed))
+        members = [r for r in everyone if r.analysed]
+        first = (members or everyone)[0]
         label = " ".join([first.method, *(text for _, text in parts[config_id])])
         match = " ".join([first.method, *(text for key, text in parts[config_id] if not _is_context(key))])
         configs.append(
             Configuration(
-                config_id, label, match, first.method, first.model, first.objective, first.dataset, first.track, members
+                config_id,
+                label,
+                match,
+                first.method,
+                first.model,
+                first.objective,
+                first.dataset,
+                first.track,
+                members,
+                [r for r in everyone if not r.analysed],
             )
         )
     _disambiguate(configs)

@@ -12,12 +12,11 @@ from oneml.analysis.decision import (
     Analysis,
     Recommendation,
     complexity,
-    format_p,
-    signed,
 )
 from oneml.analysis.metrics import metric, summary_keys
 from oneml.analysis.results import StudyResults
 from oneml.analysis.stats import Summary
+from oneml.analysis.wording import confidence_of, format_p, interval, signed
 
 
 @dataclass
@@ -32,14 +31,30 @@ class Table:
 
 
 def decision_table(a: Analysis, recommendations: list[Recommendation]) -> Table:
-    rows = [[r.title, r.choice or "—", r.numbers, r.evidence] for r in recommendations]
-    classes = ["" if r.choice is None else "best" if r.choice == a.best else "contender" for r in recommendations]
-    caption = (
-        f"Quality metric: {a.quality.label}; alpha {a.options.alpha:g} (Holm-corrected); tolerance "
-        f"{a.options.tolerance:.0%}; {len(a.contenders)} of {len(a.configs)} configuration(s) are contenders."
-    )
-    return Table(
-        "decision", "Decision guide", ["priority", "recommended", "numbers", "evidence"], rows, classes, caption
+    rows = [[r.title, r.verdict, recommended(r), r.numbers, r.evidence] for r in recommendations]
+    classes = ["best" if r.decided else "undecided" if r.verdict == "inconclusive" else "" for r in recommendations]
+    columns = ["priority", "verdict", "recommended", "numbers", "evidence"]
+    return Table("decision", "Decision guide", columns, rows, classes, guide_caption(a))
+
+
+def recommended(r: Recommendation) -> str:
+    """The answer cell: the winner when decided; the candidates (no winner) when not."""
+    if r.decided:
+        return r.choice or "—"
+    if r.verdict == "inconclusive":
+        return "no winner: " + " / ".join(r.candidates)
+    return "—"
+
+
+def guide_caption(a: Analysis) -> str:
+    c = a.ranking
+    pairs = f"{c.family} pair{'s' if c.family != 1 else ''}"
+    return (
+        f"Quality metric: {a.quality.label} ({'higher' if a.quality.higher_is_better else 'lower'} is better). "
+        f"Equivalence margin ±{c.margin:.4g} ({a.margin}{' of the best mean' if a.margin.relative else ''}). "
+        f"Chance of any wrong verdict at most {a.options.alpha:g}, shared among all {pairs} of configurations. "
+        f"{len(a.contenders)} of {len(a.configs)} configuration(s) are contenders (the best and those equivalent "
+        f"to it), {len(a.undecided)} undecided."
     )
 
 
@@ -59,14 +74,10 @@ def _order(a: Analysis) -> list[str]:
     """Best first, then contenders, then the rest, each by mean quality."""
     sign = -1 if a.quality.higher_is_better else 1
     quality = {label: a.mean(label, a.options.metric) for label in a.configs}
+    standing = {"best": 0, "equivalent": 1, "better": 1, "inconclusive": 2, "worse": 3}
     return sorted(
         a.configs,
-        key=lambda label: (
-            label != a.best,
-            label not in a.contenders,
-            quality[label] is None,
-            sign * (quality[label] or 0),
-        ),
+        key=lambda label: (standing.get(a.verdict(label), 4), quality[label] is None, sign * (quality[label] or 0)),
     )
 
 
@@ -79,16 +90,21 @@ def _recorded(a: Analysis, cost: bool) -> list[str]:
 def quality_table(a: Analysis) -> Table:
     q = a.options.metric
     keys = _recorded(a, cost=False)
-    columns = ["configuration", "method", "seeds", f"{metric(q).label} mean ± std [95% CI]", "CV"]
+    columns = ["configuration", "method", "verdict", "seeds", "failed", f"{metric(q).label} mean ± std [95% CI]", "CV"]
     columns += [metric(k).label for k in keys]
     rows, classes = [], []
     for label in _order(a):
-        per, s = a.summaries[label], a.summaries[label][q]
-        cv = f"{s.cv:.2%}" if s.n > 1 and math.isfinite(s.cv) else "-"
-        rows.append([label, a.configs[label].method, str(len(a.configs[label].runs)), _cell(s, q, True), cv])
+        per, s = a.summaries[label], a.summaries[label].get(q)
+        cv = f"{s.cv:.2%}" if s and s.n > 1 and math.isfinite(s.cv) else "-"
+        failed, total = a.failures(label)
+        head = [label, a.configs[label].method, a.verdict(label), str(len(a.configs[label].runs)), f"{failed}/{total}"]
+        rows.append(head + [_cell(s, q, True), cv])
         rows[-1] += [_cell(per.get(k), k) for k in keys]
         classes.append(_status(a, label))
-    caption = "Mean ± sample std (ddof=1) over seeds; brackets: 95% confidence interval of the mean; CV = std / mean."
+    caption = (
+        "Mean ± sample std (ddof=1) over seeds; brackets: 95% confidence interval of the mean; CV = std / mean. "
+        "Verdict: against the best (see the comparisons). Failed: failed, diverged or NaN runs of all runs."
+    )
     return Table("configs", "Quality per configuration", columns, rows, classes, caption)
 
 
@@ -102,53 +118,45 @@ def cost_table(a: Analysis) -> Table:
 
 
 def _status(a: Analysis, label: str) -> str:
-    return "best" if label == a.best else "contender" if label in a.contenders else "worse"
+    """CSS class of a configuration's row: best, contender (equivalent), undecided, or worse (also failed)."""
+    verdict = a.verdict(label)
+    return {"best": "best", "equivalent": "contender", "inconclusive": "undecided"}.get(verdict, "worse")
 
 
 def comparison_table(a: Analysis) -> Table:
     m = a.quality
-    columns = [
-        "configuration",
-        "vs best",
-        "test",
-        "n",
-        "difference [95% CI]",
-        "p",
-        "Holm p",
-        "Wilcoxon p",
-        "d",
-        "verdict",
-    ]
+    columns = ["configuration", "vs best", "verdict", "test", "runs", "difference [CI]", "CI level", "relative"]
+    columns += ["p", "adjusted p", "effect size", "seeds needed", "note"]
     rows, classes = [], []
+    best_mean = a.mean(a.best, a.options.metric)
     for c in a.comparisons:
-        ci = f" [{signed(c.ci_low, m)}, {signed(c.ci_high, m)}]" if math.isfinite(c.ci_low) else ""
-        verdict = (
-            "not tested" if not c.tested else "worse" if c.distinguishable(a.options.alpha) else "not distinguishable"
-        )
-        d = f"{c.cohen_d:.2f}" if math.isfinite(c.cohen_d) or c.tested else "-"
-        diff = f"{signed(c.diff, m)}{ci}" if math.isfinite(c.diff) else "-"
-        rows.append(
-            [
-                c.candidate,
-                c.reference,
-                c.test,
-                str(c.n),
-                diff,
-                format_p(c.p),
-                format_p(c.p_holm),
-                format_p(c.wilcoxon_p),
-                d,
-                verdict,
-            ]
-        )
-        classes.append("worse" if verdict == "worse" else "contender" if c.candidate in a.contenders else "")
+        diff = f"{signed(c.diff, m)} {interval(c.ci_low, c.ci_high, m)}".strip() if math.isfinite(c.diff) else "-"
+        rel = f"{c.diff / abs(best_mean):+.2%}" if best_mean and math.isfinite(c.diff) else "-"
+        effect = f"{c.d.effect_kind} {c.d.effect:.2f}" if c.tested and math.isfinite(c.d.effect) else "-"
+        runs = f"{c.d.n_candidate} vs {c.d.n_reference}" + (f" ({c.n} pairs)" if c.test == "paired t" else "")
+        level = confidence_of(c) if c.tested else "-"
+        seeds = str(c.seeds_needed) if c.seeds_needed is not None else "-"
+        rows.append([c.candidate, c.reference, c.verdict, c.test, runs, diff, level, rel, format_p(c.p),
+                     format_p(c.p_adjusted), effect, seeds, c.note])  # fmt: skip
+        classes.append(_status(a, c.candidate))
     caption = (
         f"Every configuration against the best on {m.label} (difference = configuration − best; "
-        f"{'higher' if m.higher_is_better else 'lower'} is better). Paired t-test over shared seeds, Holm-corrected "
-        f"across the {sum(c.tested for c in a.comparisons)} tests; Wilcoxon signed-rank from 6 pairs; d = mean "
-        "difference / sd of differences."
+        f"{'higher' if m.higher_is_better else 'lower'} is better; relative = difference / best mean). "
+        f"Equivalent: the {_eq_level(a)} interval lies inside ±{a.ranking.margin:.4g}; better/worse: the interval "
+        "shown excludes 0; inconclusive: neither. The level is shared among all pairs of configurations, because "
+        "the best is chosen from the same data (adjusted p = p × pairs). Paired t over the seeds both ran when "
+        "they ran the same seeds, Welch's t on every run otherwise. Effect sizes: d_z = mean paired difference / "
+        "sd of the paired differences; d_s = mean difference / pooled sd. Seeds needed: per configuration, for "
+        "an 80% chance of a verdict at the observed difference and spread."
     )
     return Table("comparisons", "Comparisons with the best", columns, rows, classes, caption)
+
+
+def _eq_level(a: Analysis) -> str:
+    if not a.comparisons:
+        return "(1 − 2·alpha/pairs)"
+    level = 1 - 2 * a.options.alpha / a.ranking.family
+    return f"{level:.1%}".replace(".0%", "%")
 
 
 def rules_table() -> Table:
@@ -208,6 +216,6 @@ def cross_decision_table(studies: list[StudyResults], decisions: list[list[list[
     for p, title in enumerate(titles):
         row = [title]
         for per_study in decisions:
-            row.append("; ".join((recs[p].choice or "—") for recs in per_study))
+            row.append("; ".join(recommended(recs[p]) for recs in per_study))
         rows.append(row)
     return Table("cross-decisions", "Recommendations side by side", ["priority"] + [s.name for s in studies], rows)
