@@ -42,6 +42,21 @@ def test_recommend_prints_the_answer_and_why(capsys, store):
     code, out, err = run_cli(capsys, "recommend", "methods-demo", "--priority", "stability", "--root", str(store.root))
     assert code == 0, err
     assert "Production stability" in out and "dora r=8" in out and "why:" in out and "rule:" in out
+    flat = " ".join(out.split())
+    assert "no winner yet" in flat and "verdict: inconclusive" in flat and "seeds per configuration" in flat
+
+
+def test_margin_changes_the_verdicts(capsys, store, tmp_path):
+    """A 5% margin makes the close LoRAs equivalent to DoRA: the performance row is decided for dora r=8."""
+    code, out, err = run_cli(capsys, "recommend", "methods-demo", "--margin", "5%", "--root", str(store.root))
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert "verdict: decided" in flat
+    code, _, err = run_cli(
+        capsys, "report", "methods-demo", "--margin", "0.07", "--root", str(store.root), "--out", str(tmp_path / "m")
+    )
+    assert code == 0, err
+    assert "Equivalence margin ±0.07 (0.07)" in (tmp_path / "m" / "report.html").read_text()
 
 
 def test_recommend_help_lists_every_priority(capsys):
@@ -59,6 +74,8 @@ def test_recommend_help_lists_every_priority(capsys):
         (["recommend", "methods-demo", "--priority", "speedy"], "unknown priority 'speedy'"),
         (["report", "methods-demo", "--weights", "qualty=1"], "unknown criterion 'qualty'"),
         (["report", "methods-demo", "--metric", "bench/none"], "--metric: no finished run recorded 'bench/none'"),
+        (["report", "methods-demo", "--margin", "0%"], "--margin: must be a positive percentage"),
+        (["recommend", "methods-demo", "--margin", "abc"], "--margin: must be a positive percentage"),
     ],
 )
 def test_errors_are_one_line_with_exit_2(capsys, store, argv, message):

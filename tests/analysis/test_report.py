@@ -157,3 +157,42 @@ def test_report_in_headless_chromium(written, tmp_path):
         assert "No data for this figure" in re.search(
             rf'<figure id="figure-{key}".*?</figure>', dom.stdout, re.S
         ).group(0)
+
+
+def test_effect_sizes_are_named_and_defined_once():
+    """Defect 14 at 5d4ffa7: one "d" column mixed paired d_z and Welch's d_s, both captioned "sd of differences"."""
+    from oneml.analysis.tables import comparison_table
+
+    paired = make_config("p", "lora", normal(1.45, 0.01, 4, seed=1))
+    unpaired = make_config("u", "lora", {str(10 + i): v for i, v in enumerate(normal(1.47, 0.01, 4, seed=2).values())})
+    best = make_config("b", "lora", normal(1.40, 0.01, 4, seed=3))
+    t = comparison_table(analyse([best, paired, unpaired], DecisionOptions()))
+    effect = {row[0]: row[t.columns.index("effect size")] for row in t.rows}
+    assert effect["p"].startswith("d_z ") and effect["u"].startswith("d_s ")
+    assert "d_z = mean paired difference / sd of the paired differences" in t.caption
+    assert "d_s = mean difference / pooled sd" in t.caption and t.caption.count("d_z =") == 1
+
+
+def test_quality_chart_axis_starts_near_the_data():
+    """A 0-based axis hid a 0.7% difference: the quality panel's axis spans the data and its intervals."""
+    from matplotlib.figure import Figure
+
+    from oneml.analysis.figures import _bar_panel
+
+    configs = [
+        make_config("a", "lora", normal(1.400, 0.001, 4, seed=1)),
+        make_config("b", "dora", normal(1.41, 0.001, 4, seed=2)),
+    ]
+    ax = Figure().add_subplot()
+    _bar_panel(ax, analyse(configs, DecisionOptions()), "eval_loss")
+    low, high = ax.get_xlim()
+    assert 1.39 < low < 1.40 and 1.41 < high < 1.43
+
+
+def test_banner_when_nothing_is_replicated(tmp_path):
+    configs = [make_config("a", "lora", {"0": 1.4}), make_config("b", "dora", {"0": 1.5})]
+    write_report([StudyResults("single", "study", "sqlite:///x.db", configs, [])], tmp_path / "s")
+    html, md = (tmp_path / "s" / "report.html").read_text(), (tmp_path / "s" / "report.md").read_text()
+    assert 'class="banner"' in html and "No claim in this guide is backed by replication" in md
+    decisions = rows(tmp_path / "s" / "decisions.csv")
+    assert all(d["verdict"] in ("inconclusive", "none") and d["recommended"] == "" for d in decisions)

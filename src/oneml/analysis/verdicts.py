@@ -272,16 +272,21 @@ def compare(
     alpha: float = 0.05,
     family: int = 1,
     fallback_sd: float | None = None,
+    plan_family: int | None = None,
 ) -> Comparison:
-    """One verdict for ``candidate`` (``a``) against ``reference`` (``b``) at level alpha / family."""
+    """One verdict for ``candidate`` (``a``) against ``reference`` (``b``) at level alpha / family.
+
+    ``plan_family``: the family once every configuration has seeds enough to be tested (for ``seeds_needed``:
+    adding seeds to single-run configurations makes them testable, and so shares the level more thinly)."""
     d = difference(a, b)
     a_pair = level(alpha, family)
     verdict, (lo, hi, eq_lo, eq_hi, p), note = judge(d, margin, a_pair, higher_is_better)
     needed = None
     if verdict == "inconclusive":
         sd, paired = (d.sd, d.test == "paired t") if d.tested else (_fallback(fallback_sd, d), False)
-        current = max(d.n_candidate, d.n_reference)
-        needed = seeds_needed(abs(d.diff), sd, margin, a_pair, paired, current) if math.isfinite(d.diff) else None
+        current = min(d.n_candidate, d.n_reference)  # the smaller side is the one more seeds must reach
+        a_plan = level(alpha, max(family, plan_family or family))
+        needed = seeds_needed(abs(d.diff), sd, margin, a_plan, paired, current) if math.isfinite(d.diff) else None
         if not d.tested and fallback_sd is not None and needed is not None and d.note != IDENTICAL:
             note += "; seeds needed assume the spread of the replicated configurations"
     p_adj = min(1.0, p * max(1, family)) if math.isfinite(p) else math.nan
@@ -403,6 +408,7 @@ def rank(
     best = max(means, key=lambda label: (sign * means[label], len(clean[label])))
     testable = sum(len(v) >= 2 for v in clean.values())
     family = max(1, testable * (testable - 1) // 2)
+    plan = max(1, len(clean) * (len(clean) - 1) // 2)
     delta = margin.resolve(means[best])
     spread = pooled_sd(clean)
     out = [
