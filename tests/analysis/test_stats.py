@@ -95,3 +95,13 @@ def test_identical_results_have_no_test():
 
 def test_t_interval_needs_two_points():
     assert all(math.isnan(v) for v in t_interval(1.0, 0.1, 1))
+
+
+def test_the_scipy_floor_has_the_calls_we_make():
+    """Defect 13 at 5d4ffa7: `rng=` of scipy.stats.bootstrap needs scipy >= 1.15 while pyproject allowed 1.12."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    floor = tuple(int(x) for x in re.search(r'"scipy>=([0-9.]+)"', text).group(1).split("."))
+    assert floor >= (1, 15)  # bootstrap(rng=), BCa on CensoredData-free paths, stats.logrank (1.11)
