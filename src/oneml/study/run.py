@@ -14,8 +14,8 @@ from typing import Any
 from oneml.errors import Interrupted
 from oneml.study.executors import EXECUTORS, ExecutorOptions
 from oneml.study.expand import Trial, expand
-from oneml.study.halving import run_halving
-from oneml.study.spec import StudySpec
+from oneml.study.halving import Rung, check_metric, ranking_rungs, run_halving
+from oneml.study.spec import Halving, StudySpec
 from oneml.study.state import read_entry, record, root_of, state
 from oneml.study.trial import Job
 from oneml.train.checkpoints import checkpoint_dir, read_json
@@ -40,7 +40,8 @@ def _with_parent(trial: Trial, parent_id: str) -> Trial:
 
 
 class _Tracker:
-    """The study's MLflow side: one parent run; failures and pruning recorded on the trials' runs."""
+    """The study's MLflow side: one parent run; failures, rung decisions and pruning recorded on the trials' runs
+    (the tag names of halving are `oneml.analysis.rungs`'s, which reads them back for the report)."""
 
     def __init__(self, spec: StudySpec, trial: Trial):
         from oneml.tracking import RunRecorder, resolve_tracking_uri
@@ -78,6 +79,24 @@ class _Tracker:
             run = self.client.create_run(self.recorder.experiment_id, run_name=f"failed-{trial.run_id}", tags=tags)
             self.client.set_terminated(run.info.run_id, "FAILED")
 
+    def halving(self, halving: Halving, max_steps: int) -> None:
+        """The settings on the parent run, so that the report can say the survivors were selected by halving."""
+        from oneml.analysis.rungs import halving_tags
+
+        steps = ranking_rungs(halving, max_steps)
+        self.recorder.set_tags(halving_tags(halving.min_steps, halving.eta, halving.metric, steps))
+
+    def rung(self, trial: Trial, rung: Rung) -> None:
+        """One rung's value and decision on the trial's run; a resume sets the same tags again (no duplicates)."""
+        from mlflow.entities import RunTag
+
+        from oneml.analysis.rungs import rung_tags
+
+        run_id = self.trial_run(trial)
+        if run_id is not None:
+            tags = rung_tags(rung.step, rung.value, rung.rank, rung.of, rung.kept)
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
     def pruned(self, trial: Trial, reason: str) -> None:
         """Pruned runs end KILLED with the reason; the report sets them aside as pruned."""
         run_id = self.trial_run(trial)
@@ -103,6 +122,8 @@ def run_study(
     from oneml.study.progress import StudyProgress
 
     trials = expand(spec)  # every config validated before anything runs
+    if spec.halving:
+        check_metric(spec.halving, trials)
     if spec.eval:
         from oneml.study.evaluate import check_stage
 
@@ -110,6 +131,8 @@ def run_study(
     run = EXECUTORS.get(executor or spec.executor.name)
     options = options or ExecutorOptions.of(spec.executor)
     tracker = _Tracker(spec, trials[0])
+    if spec.halving:
+        tracker.halving(spec.halving, trials[0].config.train.max_steps)
     trials = [_with_parent(t, tracker.parent_id) for t in trials]
     by_id = {t.run_id: t for t in trials}
     spent = 0
@@ -144,7 +167,7 @@ def run_study(
     try:
         with view:
             if spec.halving:
-                history = run_halving(trials, spec.halving, execute, prune)
+                history = run_halving(trials, spec.halving, execute, prune, tracker.rung)
             else:
                 execute([(t, None) for t in trials if state(t) not in ("finished", "pruned")])
     except (KeyboardInterrupt, Interrupted) as err:  # the executor has stopped the trials in flight

@@ -58,13 +58,31 @@ class ExecutorSettings(Section):
         return name
 
 
+RUNG_METRICS: dict[str, tuple[str, ...]] = {
+    "sft": ("eval_loss", "eval_perplexity", "eval_token_accuracy"),
+    "preference": ("eval_loss", "eval_preference_accuracy", "eval_reward_margin"),
+}
+"""The quality metrics a paused run records at a rung, by objective data kind: its evaluation (the token
+evaluation of eval/perplexity.py; the preference scores of objectives/dpo.py and orpo.py) whose direction the
+analysis registry knows. The other numbers a rung records (eval seconds, pair counts, ...) rank nothing."""
+
+
 class Halving(Section):
     min_steps: int = Field(gt=0)
     """Steps of the first rung."""
     eta: int = Field(default=3, ge=2)
     """Keep the best 1/eta configurations at each rung; rungs grow by eta."""
     metric: str = "eval_loss"
-    """Metric that ranks configurations (lower is better), averaged over seeds."""
+    """Metric that ranks configurations, averaged over seeds, in its own direction (eval_loss lower is better,
+    eval_token_accuracy higher)."""
+
+    @field_validator("metric")
+    @classmethod
+    def _recorded(cls, key: str) -> str:
+        known = list(dict.fromkeys(k for keys in RUNG_METRICS.values() for k in keys))
+        if key not in known:
+            raise ValueError(f"must be one of {', '.join(known)}")
+        return key
 
 
 class EvalStage(Section):
