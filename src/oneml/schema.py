@@ -45,7 +45,7 @@ def format_validation_error(err: ValidationError, prefix: str = "", schema: type
         msg = "must be a positive integer" if is_int else "must be a positive number"
     if kind == "literal_error":
         msg = "must be one of " + first["ctx"]["expected"]
-    if "input" in first and kind not in ("literal_error",) or kind == "literal_error":
+    if "input" in first and ", got " not in msg:  # a validator's own message may already name the value
         msg = f"{msg}, got {_render_value(first.get('input'))}"
     return f"{where}: {msg}"
 

@@ -283,6 +283,18 @@ def test_margin_option_and_study_margin():
     assert analyse(configs, DecisionOptions(margin=0.02)).comparison("b").verdict == "equivalent"
 
 
+def test_the_study_margin_is_used_unless_the_option_says_otherwise():
+    from oneml.analysis.decision import MARGIN_TAG, analyse_study
+    from oneml.analysis.results import StudyResults
+
+    configs = [make_config("a", "lora", BASE), make_config("b", "dora", shifted(BASE, 0.01, NOISE))]  # +0.7%
+    study = StudyResults("s", "study", "sqlite:///x.db", configs, [], parent_tags={MARGIN_TAG: "0.5%"})
+    [a] = analyse_study(study, DecisionOptions())
+    assert str(a.margin) == "0.5%" and a.comparison("b").verdict == "worse"
+    [b] = analyse_study(study, DecisionOptions(margin="1%"))
+    assert b.comparison("b").verdict == "equivalent"
+
+
 def test_parse_weights(tmp_path):
     assert parse_weights(None) == DEFAULT_WEIGHTS
     assert parse_weights("quality=2, memory=0.5")["memory"] == 0.5

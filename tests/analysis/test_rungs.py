@@ -103,3 +103,15 @@ def test_tags_round_trip_values_exactly():
     }
     assert rung_tags(10, NAN, 6, 6, False)["oneml.rung.10.value"] == "nan"
     assert halving_tags(2, 2, "eval_loss", [2, 4])["oneml.halving.rungs"] == "2,4"
+
+
+def test_the_report_shows_the_rungs_and_says_how_survivors_were_chosen(studies, tmp_path):
+    from oneml.analysis.report import write_report
+
+    write_report([studies["halving-demo"]], tmp_path / "r")
+    md, html = (tmp_path / "r" / "report.md").read_text(), (tmp_path / "r" / "report.html").read_text()
+    for text in (md, html):
+        assert "Successive halving (eta 3" in text and "selected on the same validation rows" in text
+    assert 'id="table-rungs"' in html and md.count("| 0 | 10 |") == 6  # every configuration at rung 0
+    write_report([studies["plain"]], tmp_path / "p")
+    assert "Successive halving" not in (tmp_path / "p" / "report.md").read_text()

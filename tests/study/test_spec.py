@@ -70,6 +70,8 @@ def test_run_id_does_not_depend_on_tags(study_file):
         ({"budget": {"max_steps": 0}}, "budget.max_steps"),
         ({"halving": {"min_steps": 8, "eta": 2}}, "halving.min_steps"),
         ({"colour": "red"}, "colour"),
+        ({"margin": "0%"}, "margin: must be a positive percentage"),
+        ({"margin": {"rel": 1}}, "margin: expected {relative: 0.01}"),
     ],
 )
 def test_errors_are_one_line_and_name_the_field(tmp_path, changes, needle):
@@ -84,6 +86,15 @@ def test_cli_error_exits_2(tmp_path):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "method.r" in proc.stderr
     assert not (tmp_path / "root" / "runs").exists() or not any((tmp_path / "root" / "runs").iterdir())
+
+
+def test_margin_is_recorded_for_the_report(tmp_path):
+    from oneml.analysis.decision import MARGIN_TAG
+    from oneml.study.run import _Tracker
+
+    spec = load_study(write_study(tmp_path, margin="2.5%"))
+    tracker = _Tracker(spec, expand(spec)[0])
+    assert tracker.client.get_run(tracker.parent_id).data.tags[MARGIN_TAG] == "2.5%"
 
 
 def test_rungs():

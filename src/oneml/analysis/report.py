@@ -29,6 +29,7 @@ from oneml.analysis.decision import (
 from oneml.analysis.decision import decision_table as decide_all
 from oneml.analysis.figures import FigureOut, all_figures, colours
 from oneml.analysis.results import StudyResults
+from oneml.analysis.rungs import halving_note, rung_table
 from oneml.analysis.tables import (
     Table,
     comparison_table,
@@ -56,6 +57,8 @@ class StudyReport:
     figures: list[list[FigureOut]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     banner: str = ""
+    rungs: Table | None = None
+    """Successive halving's rungs, when the study used it."""
 
 
 def build_report(study: StudyResults, options: DecisionOptions, figures: bool = True, scope: str = "") -> StudyReport:
@@ -68,6 +71,7 @@ def build_report(study: StudyResults, options: DecisionOptions, figures: bool = 
         report.figures = [all_figures(a, palette, s) for a, s in zip(analyses, scopes, strict=True)]
     report.warnings = _warnings(study, analyses)
     report.banner = banner(analyses)
+    report.rungs = rung_table(study)
     return report
 
 
@@ -102,6 +106,9 @@ def _warnings(study: StudyResults, analyses: list[Analysis]) -> list[str]:
         differing = _differing_tags([r for c in a.configs.values() for r in c.runs])
         if differing:
             out.append(f"runs differ in {', '.join(differing)}: speed and memory may not compare like for like")
+    note = halving_note(study)
+    if note:
+        out.append(note)
     if study.excluded:
         counts: dict[str, int] = {}
         for r in study.excluded:
@@ -203,6 +210,8 @@ def _study_html(r: StudyReport, options: DecisionOptions, scope: str = "") -> st
     for a, sc in zip(r.analyses, scopes, strict=True):
         parts.append(f"<h2>Results{' — ' + html.escape(group_title(a)) if multi else ''}</h2>")
         parts += [html.table(t, scope=sc) for t in (quality_table(a), cost_table(a), comparison_table(a))]
+    if r.rungs:
+        parts.append(html.table(r.rungs, heading=2, scope=scope))
     for a, figs in zip(r.analyses, r.figures, strict=False):
         parts.append(f"<h2>Figures{' — ' + html.escape(group_title(a)) if multi else ''}</h2>")
         parts += [html.figure(f) for f in figs]
@@ -259,6 +268,8 @@ def _study_markdown(r: StudyReport, options: DecisionOptions) -> list[str]:
         for f in figs:
             out += [f"### {f.title}", "", f"![{f.title}](figures/{f.key}.svg)" if f.svg else f"_{f.note}_", ""]
             out += [f.caption, ""] if f.caption and f.svg else []
+    if r.rungs:
+        out.append(_md_table(r.rungs))
     if s.excluded:
         out.append(_md_table(excluded_table(s)))
     return out

@@ -61,6 +61,15 @@ class _Tracker:
             tags = {"oneml.study": spec.name, "oneml.study_parent": "true"}
             self.recorder.start(spec.name, tags=tags)
         self.parent_id = self.recorder.run_id
+        self._settings(spec)
+
+    def _settings(self, spec: StudySpec) -> None:
+        """Study settings the report reads back: the equivalence margin (the YAML's, else the default)."""
+        from oneml.analysis.decision import MARGIN_TAG
+        from oneml.analysis.verdicts import DEFAULT_MARGIN, parse_margin
+
+        margin = parse_margin(spec.margin if spec.margin is not None else DEFAULT_MARGIN)
+        self.client.set_tag(self.parent_id, MARGIN_TAG, str(margin))
 
     def trial_run(self, trial: Trial) -> str | None:
         known = read_json(checkpoint_dir(root_of(trial), trial.run_id) / "mlflow.json")

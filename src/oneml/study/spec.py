@@ -117,6 +117,21 @@ class StudySpec(Section):
     """An evaluation stage: benchmarks run on each finished run (their scores join the report)."""
     save_steps: int | None = Field(default=None, gt=0)
     """Checkpoint interval of every run, so an interrupted run resumes (default: about a quarter of the budget)."""
+    margin: str | float | dict[str, float] | None = None
+    """Equivalence margin of the decision guide: '1%' (of the best mean) or metric units (0.02); recorded with
+    the study, so its reports use it unless `oneml report --margin` says otherwise. Default 1%."""
+
+    @field_validator("margin")
+    @classmethod
+    def _margin(cls, margin):
+        from oneml.analysis.verdicts import parse_margin
+
+        if margin is not None:
+            try:
+                parse_margin(margin)
+            except OnemlError as err:
+                raise ValueError(str(err).removeprefix("margin: ")) from None
+        return margin
 
     @field_validator("seeds")
     @classmethod
