@@ -17,7 +17,7 @@ winner. The rows:
 - performance: the best mean. Decided when every other configuration is worse or equivalent.
 - stability: among contenders, the lowest failure rate (failed, diverged and NaN runs count; Clopper-Pearson
   interval), then the smallest spread across seeds (chi-square interval of the sd). Decided when the winner's
-  failure rate is significantly lower (Fisher's exact test) or its spread significantly smaller (permutation
+  failure rate is significantly lower (Boschloo's exact test) or its spread significantly smaller (permutation
   test of the log sd ratio, from 5 seeds per configuration) than every other contender's.
 - simplicity: the contender lowest in `METHOD_COMPLEXITY` (ties: fewer trainable parameters).
 - convergence: steps to the training-loss threshold as time to event (censored at the run's end when not
@@ -470,7 +470,7 @@ _RULES = {
     "stability": (
         "Production stability",
         "Among contenders: the lowest failure rate (failed, diverged and NaN runs count), then the smallest spread "
-        "across seeds. Decided when its failure rate (Fisher exact) or spread (permutation test of the log sd "
+        "across seeds. Decided when its failure rate (Boschloo exact test) or spread (permutation test of the log sd "
         "ratio, from 5 seeds each) is significantly better than every other contender's.",
         _stability,
     ),

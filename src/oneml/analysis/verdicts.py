@@ -423,6 +423,7 @@ def rank(
             alpha=alpha,
             family=family,
             fallback_sd=spread,
+            plan_family=plan,
         )  # fmt: skip
         for label in clean
         if label != best
