@@ -44,6 +44,8 @@ def test_method_by_name_string():
         (["method.name=lorra"], "method.name: unknown method 'lorra' (did you mean 'lora'?)"),
         (["trian.max_steps=1"], "trian: unknown key (did you mean 'train'?)"),
         (["train.max_steps=0"], "train.max_steps: must be a positive integer, got 0"),
+        (["train.learning_rate=-1"], "train.learning_rate: must be a positive number, got -1"),  # a float field
+        (["train.learning_rate=0"], "train.learning_rate: must be a positive number, got 0"),
         (["data.format=xml"], "data.format: must be one of 'auto', 'alpaca'"),
         (["data.eval_fraction=1.5"], "data.eval_fraction:"),
         (["method.dropout=abc"], "method.dropout:"),
@@ -79,6 +81,32 @@ def test_run_id_is_a_hash_of_config_and_seed_not_tracking():
     assert base.run_id != load_run_config(None, ["train.seed=1"]).run_id
     assert base.run_id != load_run_config(None, ["method.r=8"]).run_id
     assert base.run_id == load_run_config(None, ["tracking.root=/tmp/elsewhere"]).run_id
+
+
+def test_an_unset_test_split_leaves_run_ids_as_they_were():
+    """Run ids recorded before data.test_size/test_fraction existed stay valid: while unset they are not hashed."""
+    import hashlib
+    import json
+
+    cfg = load_run_config(None, ["method.r=4", "data.eval_size=8"])
+    payload = {k: v for k, v in cfg.to_dict().items() if k not in ("tracking", "distributed")}
+    assert payload["data"].pop("test_size") is None and payload["data"].pop("test_fraction") is None
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    assert cfg.run_id == hashlib.sha256(blob.encode()).hexdigest()[:12]  # the hash of the config without them
+    with_test = load_run_config(None, ["method.r=4", "data.eval_size=8", "data.test_size=8"])
+    assert with_test.run_id != cfg.run_id and with_test.config_id != cfg.config_id
+    assert (
+        with_test.run_id != load_run_config(None, ["method.r=4", "data.eval_size=8", "data.test_fraction=0.1"]).run_id
+    )
+
+
+def test_test_split_keys_are_documented():
+    from oneml.config import DataConfig
+    from oneml.schema import describe_keys
+
+    keys = {key: doc for key, _, _, doc in describe_keys(DataConfig, "data.")}
+    assert "test split" in keys["data.test_size"] and "test split" in keys["data.test_fraction"]
+    assert "eval_*" in keys["data.test_fraction"]
 
 
 def test_overrides_do_not_mutate_input():

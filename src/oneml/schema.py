@@ -41,13 +41,27 @@ def format_validation_error(err: ValidationError, prefix: str = "", schema: type
     for strip in ("Value error, ", "Assertion failed, "):
         msg = msg.replace(strip, "")
     if kind in ("greater_than", "greater_than_equal") and first.get("ctx", {}).get("gt") == 0:
-        is_int = isinstance(first.get("input"), int)
+        declared = _field_type(schema, first["loc"]) if schema else None
+        is_int = declared is int if declared is not None else isinstance(first.get("input"), int)
         msg = "must be a positive integer" if is_int else "must be a positive number"
     if kind == "literal_error":
         msg = "must be one of " + first["ctx"]["expected"]
     if "input" in first and ", got " not in msg:  # a validator's own message may already name the value
         msg = f"{msg}, got {_render_value(first.get('input'))}"
     return f"{where}: {msg}"
+
+
+def _field_type(schema: type[BaseModel], loc: tuple) -> Any:
+    """The declared type of the field at ``loc`` (``float`` for ``float | None``), or None when not found: the
+    message must follow the field (a learning rate of -1 is not "a positive integer"), not the value typed."""
+    model: Any = schema
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = field.annotation
+    args = [a for a in getattr(model, "__args__", ()) if a is not type(None)]
+    return args[0] if len(args) == 1 else model
 
 
 def _known_keys(schema: type[BaseModel], loc: tuple) -> list[str]:
