@@ -49,3 +49,15 @@ def test_dpo_gradient_pushes_chosen_up_and_rejected_down():
     loss, _, _ = dpo_loss(pi_w, pi_l, torch.tensor([-5.0]), torch.tensor([-5.0]), 0.1)
     loss.sum().backward()
     assert pi_w.grad.item() < 0 < pi_l.grad.item()
+
+
+def test_preference_accuracy_counts_ties_as_half():
+    """#17: before training every DPO reward margin is exactly 0 (policy == reference); "accuracy 0.000" misread
+    that coin toss. A tie counts half."""
+    import torch
+
+    from oneml.objectives.preference import preference_accuracy
+
+    assert preference_accuracy(torch.zeros(8)) == 0.5
+    assert preference_accuracy(torch.tensor([1.0, -1.0, 0.0, 2.0])) == 0.625
+    assert preference_accuracy(torch.tensor([0.3, 0.1])) == 1.0

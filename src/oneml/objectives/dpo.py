@@ -23,7 +23,13 @@ from pydantic import Field
 from oneml.errors import OnemlError
 from oneml.objectives import OBJECTIVES
 from oneml.objectives.losses import dpo_loss
-from oneml.objectives.preference import PreferenceObjective, mean_std, shared_scores, trainer_common_args
+from oneml.objectives.preference import (
+    PreferenceObjective,
+    mean_std,
+    preference_accuracy,
+    shared_scores,
+    trainer_common_args,
+)
 
 
 class DPOObjective(PreferenceObjective):
@@ -93,7 +99,7 @@ class DPOObjective(PreferenceObjective):
         log_ratios = (chosen + rejected) / (2 * self.beta)
         return shared_scores(seq) | {
             "loss": float(loss.mean()),
-            "preference_accuracy": float((chosen > rejected).double().mean()),
+            "preference_accuracy": preference_accuracy(chosen - rejected),
             "reward_margin": margin_mean,
             "reward_margin_std": margin_std,
             "reward_chosen": float(chosen.mean()),

@@ -16,7 +16,13 @@ from pydantic import ConfigDict, Field
 
 from oneml.objectives import OBJECTIVES
 from oneml.objectives.losses import orpo_loss
-from oneml.objectives.preference import PreferenceObjective, mean_std, shared_scores, trainer_common_args
+from oneml.objectives.preference import (
+    PreferenceObjective,
+    mean_std,
+    preference_accuracy,
+    shared_scores,
+    trainer_common_args,
+)
 
 
 class ORPOObjective(PreferenceObjective):
@@ -60,7 +66,7 @@ class ORPOObjective(PreferenceObjective):
         return shared_scores(seq) | {
             "loss": float(loss.mean()),
             "sft_loss": float(-chosen_mean.mean()),
-            "preference_accuracy": float((ratio > 0).double().mean()),
+            "preference_accuracy": preference_accuracy(ratio),
             "log_odds_ratio_mean": ratio_mean,
             "log_odds_ratio_std": ratio_std,
             "reward_margin": margin_mean,

@@ -170,6 +170,12 @@ def shared_scores(seq: dict[str, torch.Tensor]) -> dict[str, float]:
     }
 
 
+def preference_accuracy(margin: torch.Tensor) -> float:
+    """Share of pairs where the chosen completion wins, a tie counting half: before training a policy equal to
+    its reference gives every pair a reward margin of exactly 0, and "0% accurate" would misread a coin toss."""
+    return float(((margin > 0).double() + 0.5 * (margin == 0).double()).mean())
+
+
 def mean_std(x: torch.Tensor) -> tuple[float, float]:
     return float(x.mean()), float(x.std(unbiased=True)) if x.numel() > 1 else 0.0
 
