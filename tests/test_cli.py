@@ -129,3 +129,39 @@ def test_usage_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, m
     assert code == 2 and message in err and "Traceback" not in err + out
     assert len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_listings_piped_keep_whole_cells_and_name_study_records(tmp_path):
+    """#17: piped output was squeezed to 80 columns ('method.name...', cut run ids) and a study's parent record was
+    a row of dashes. A pipe now gets each table at its natural width; the parent row says what it is."""
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path / "oneml-runs"
+    root.mkdir()
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.create_experiment("oneml", artifact_location=(root / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={"oneml.study": "long-study-name", "oneml.study_parent": "true"})
+    client.set_terminated(parent.info.run_id)
+    tags = {"oneml.run_id": "0123456789abcdef", "oneml.model": "a-rather-long-model-name", "oneml.method": "pissa"}
+    trial = client.create_run(exp, tags=tags | {"oneml.seed": "3", "oneml.study": "long-study-name"})
+    client.log_metric(trial.info.run_id, "eval_loss", 1.23456)
+    client.set_terminated(trial.info.run_id)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run([sys.executable, "-m", "oneml", "runs", "--root", str(root)], capture_output=True,
+                          text=True, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout and "0123456789abcdef" in done.stdout and "a-rather-long-model-name" in done.stdout
+    assert "study long-study-name" in done.stdout and "(all its trials)" in done.stdout
+    keys = subprocess.run([sys.executable, "-m", "oneml", "keys", "train"], capture_output=True, text=True, env=env)
+    assert "…" not in keys.stdout and "train.learning_rate" in keys.stdout
+
+
+def test_study_table_shows_the_values_that_tell_trials_apart():
+    from oneml.cli_study import grid_text
+
+    assert (
+        grid_text({"method.name": "lora", "method.r": 8, "train.learning_rate": 2e-4})
+        == "lora, r=8, learning_rate=0.0002"
+    )

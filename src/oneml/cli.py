@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from oneml.cli_study import study_app
+from oneml.cli_study import print_table, study_app
 from oneml.errors import Interrupted, OnemlError
 
 app = typer.Typer(
@@ -117,7 +117,7 @@ def keys_cmd(section: str | None = typer.Argument(None, help="Only this section:
             raise OnemlError(f"section: unknown section {section!r}; one of {', '.join(RunConfig.model_fields)}")
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))
-    out.print(table)
+    print_table(out, table)
 
 
 @app.command("models")
@@ -193,12 +193,13 @@ def runs_cmd(
     table = Table("run id", "status", "model", "method", "seed", "eval loss", "before", "tok acc", "tokens/s", "time s")
     for r in runs:
         m, t = r["metrics"], r["tags"]
+        parent = t.get("oneml.study_parent", "").lower() == "true"  # a study's own record: no model, no result
         table.add_row(
             t.get("oneml.run_id", r["mlflow_run_id"][:12]),
             r["status"],
-            t.get("oneml.model", "-"),
-            t.get("oneml.method", "-"),
-            t.get("oneml.seed", "-"),
+            f"study {t.get('oneml.study', '?')}" if parent else t.get("oneml.model", "-"),
+            "(all its trials)" if parent else t.get("oneml.method", "-"),
+            "" if parent else t.get("oneml.seed", "-"),
             *(
                 _num(m.get(k), s)
                 for k, s in (
@@ -210,7 +211,7 @@ def runs_cmd(
                 )
             ),
         )
-    out.print(table)
+    print_table(out, table)
     out.print(f"{len(runs)} run(s) in {uri}")
 
 

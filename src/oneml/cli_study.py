@@ -64,6 +64,33 @@ def _resources(items: list[str]) -> dict[str, float]:
     return out
 
 
+def print_table(console: Console, table) -> None:
+    """A table at its natural width when the output is not a terminal: a pipe or a file gets 80 columns from rich
+    by default, which squeezes cells into '...' and hides the values that tell rows apart."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.measure import Measurement
+
+    before = console.width
+    console.width = 10_000  # rich clamps a print's width to the console's: widen it for this one table
+    try:
+        width = Measurement.get(console, console.options, table).maximum
+        console.width = max(width, before)
+        console.print(table)
+    finally:
+        console.width = before
+
+
+def grid_text(grid: dict) -> str:
+    """Values first: ``lora, r=8`` rather than ``method.name=lora, method.r=8`` (the method is the value itself)."""
+    parts = []
+    for key, value in grid.items():
+        short = key.rsplit(".", 1)[-1]
+        parts.append(str(value) if key in ("method", "method.name") else f"{short}={value}")
+    return ", ".join(parts)
+
+
 # resume takes exactly run's options: a rerun skips finished and pruned runs and continues the rest.
 study_app.command("resume", help="Same as run: finished and pruned runs are skipped, the rest continue.")(study_run_cmd)
 
@@ -78,10 +105,9 @@ def _status_table(spec) -> None:
     for col in ("track", "grid", "seed", "run id", "state", "steps", "reason"):
         table.add_column(col)
     for r in rows:
-        grid = ", ".join(f"{k}={v}" for k, v in r["grid"].items())
-        cells = (r["track"], grid, str(r["seed"]), r["run_id"], r["state"], str(r["steps"]), r["reason"])
-        table.add_row(*(escape(c) for c in cells))
-    out.print(table)
+        cells = (r["track"], grid_text(r["grid"]), str(r["seed"]), r["run_id"], r["state"], str(r["steps"]))
+        table.add_row(*(escape(c) for c in (*cells, r["reason"])))
+    print_table(out, table)
     counts = Counter(r["state"] for r in rows)
     out.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
