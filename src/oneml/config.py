@@ -57,8 +57,14 @@ class DataConfig(Section):
     """Share of rows held out for evaluation."""
     eval_size: int | None = Field(default=None, gt=0)
     """Number of rows held out for evaluation (overrides eval_fraction)."""
+    test_fraction: float | None = Field(default=None, gt=0, lt=1)
+    """Share of rows held out as a test split: scored once, after training (test_* metrics), and read by nothing
+    that selects (halving rungs read eval_*). Default: no test split."""
+    test_size: int | None = Field(default=None, gt=0)
+    """Number of rows held out as a test split (overrides test_fraction); taken before the eval rows."""
     split_seed: int = 42
-    """Seed of the train/eval split; fixed apart from the run seed so that every run is scored on the same rows."""
+    """Seed of the train/eval/test split; fixed apart from the run seed so that every run is scored on the same
+    rows."""
     max_length: int = Field(default=512, gt=8)
     """Longest tokenized example; longer ones are truncated (and dropped if no response token is left)."""
     loss_on: Literal[tuple(LABELERS)] = "response"  # type: ignore[valid-type]
@@ -222,10 +228,17 @@ class RunConfig(Section):
         """What determines the result: not where it is recorded, nor how processes find each other; a run over
         several processes is a different experiment (another effective batch), one process keeps its old id."""
         payload = {k: v for k, v in self.to_dict().items() if k not in ("tracking", "distributed")}
+        for section, keys in _ADDED_LATER.items():
+            payload[section] = {k: v for k, v in payload[section].items() if not (k in keys and v is None)}
         d = self.distributed
         if d.world_size > 1:
             payload["distributed"] = {"world_size": d.world_size, "strategy": d.strategy}
         return payload
+
+
+_ADDED_LATER = {"data": ("test_size", "test_fraction")}
+"""Keys added after runs had been recorded: left out of the identity while unset (None), so that every config
+written before them keeps its run id and a study resumes its finished runs instead of training them again."""
 
 
 def _dispatch(registry: Any, value: Any, field: str) -> Any:

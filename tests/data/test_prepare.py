@@ -1,18 +1,19 @@
-"""Preparation end to end: split properties, statistics, system prompts, preference rendering."""
+"""Preparation end to end: split properties (train/eval/test), statistics, system prompts, preference rendering."""
 
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
 from oneml.config import DataConfig
-from oneml.data import IGNORE_INDEX, prepare_preference, prepare_sft, train_eval_split
+from oneml.data import IGNORE_INDEX, prepare_preference, prepare_sft, split_rows, train_eval_split
 from oneml.errors import OnemlError
 from oneml.models.tokenizer import byte_tokenizer
 
 STATS_KEYS = {
-    "dataset", "format", "rows", "train_rows", "eval_rows", "skipped_empty", "truncated",
+    "dataset", "format", "rows", "train_rows", "eval_rows", "test_rows", "skipped_empty", "truncated",
     "dropped_no_labels", "mean_tokens", "max_tokens", "response_token_share",
 }  # fmt: skip
 
@@ -32,6 +33,7 @@ def test_alpaca_demo_full(tok):
     assert set(stats) == STATS_KEYS
     assert stats["rows"] == 999 and stats["format"] == "alpaca"
     assert stats["eval_rows"] == 100 and stats["train_rows"] == 899  # round(0.1 * 999)
+    assert stats["test_rows"] == 0 and data.test is None  # no test split unless asked for
     assert data.train.column_names == ["input_ids", "labels"]
     assert 0 < stats["response_token_share"] < 1 and stats["max_tokens"] <= 2048
     example = data.train[0]
@@ -63,6 +65,100 @@ def test_split_function():
 def test_eval_size_leaving_no_train_rows():
     with pytest.raises(OnemlError, match="data.eval_size: holding out data.eval_size=5 of 5 usable row"):
         train_eval_split(list(range(5)), DataConfig(eval_size=5))
+
+
+# --- the test split ------------------------------------------------------------------------------------------------
+
+
+def test_three_way_split_is_disjoint_sized_and_takes_the_test_rows_first():
+    items = list(range(100))
+    cfg = DataConfig(max_samples=60, test_size=10, eval_size=5, split_seed=3)
+    train, eval_, test = split_rows(items, cfg)
+    assert (len(train), len(eval_), len(test)) == (45, 5, 10)
+    assert not set(train) & set(eval_) and not set(train) & set(test) and not set(eval_) & set(test)
+    # The same 60 rows as without a test split; the test rows are the first of the seeded order, then eval.
+    plain_train, plain_eval = train_eval_split(items, DataConfig(max_samples=60, eval_size=15, split_seed=3))
+    assert sorted(train + eval_ + test) == sorted(plain_train + plain_eval)
+    assert plain_eval == test + eval_ and plain_train == train
+    assert train_eval_split(items, cfg) == (train, eval_)  # the test rows are in neither
+
+
+def test_without_a_test_split_train_and_eval_rows_are_unchanged():
+    items = list(range(100))
+    cfg = DataConfig(eval_size=7, split_seed=5)
+    order = list(range(100))
+    random.Random(5).shuffle(order)  # the split as it was before the test split existed
+    assert split_rows(items, cfg) == (order[7:], order[:7], [])
+
+
+def test_test_fraction_and_size():
+    items = list(range(50))
+    assert len(split_rows(items, DataConfig(test_fraction=0.2, eval_size=5))[2]) == 10
+    assert len(split_rows(items, DataConfig(test_fraction=0.001, eval_size=5))[2]) == 1  # at least one row
+    assert len(split_rows(items, DataConfig(test_fraction=0.2, test_size=3, eval_size=5))[2]) == 3  # size wins
+    train, eval_, test = split_rows(items, DataConfig(test_fraction=0.2, eval_fraction=0.1))
+    assert (len(train), len(eval_), len(test)) == (35, 5, 10)  # both shares of the same 50 rows
+
+
+def test_test_rows_depend_on_the_split_seed_only():
+    items = list(range(200))
+    cfg = DataConfig(test_size=20, eval_size=10)
+    random.seed(1)
+    first = split_rows(items, cfg)
+    random.seed(2)  # the global generator (which the run seed drives) plays no part
+    assert split_rows(items, cfg) == first
+    other = split_rows(items, cfg.model_copy(update={"split_seed": 7}))
+    assert set(other[2]) != set(first[2]) and set(other[1]) != set(first[1])
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"test_size": 40}, r"^data.test_size: holding out data.test_size=40 and 3 eval row\(s\) of 30 usable row"),
+        ({"test_size": 27}, r"^data.test_size: holding out data.test_size=27 and 3 eval row\(s\) of 30 usable row"),
+        ({"test_fraction": 0.9}, r"^data.test_fraction: holding out data.test_fraction=0.9 \(27 test row\(s\)\)"),
+        ({"test_size": 20, "eval_size": 10}, r"^data.test_size: .* 10 eval row\(s\) of 30 .* leaves none for training"),
+    ],
+)
+def test_test_split_leaving_no_train_rows_names_its_field(settings, message):
+    with pytest.raises(OnemlError, match=message) as err:
+        split_rows(list(range(30)), DataConfig(**settings))
+    assert "\n" not in str(err.value) and "data.test_size / data.test_fraction" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"test_size": 0}, "data.test_size: must be a positive integer, got 0"),
+        ({"test_fraction": 0.0}, "data.test_fraction: must be a positive number, got 0.0"),
+        ({"test_fraction": 1.0}, "data.test_fraction: Input should be less than 1"),
+        ({"test_size": "ten"}, "data.test_size: Input should be a valid integer"),
+    ],
+)
+def test_bad_test_split_values_are_refused_at_load(settings, message):
+    from oneml.config import resolve
+
+    with pytest.raises(OnemlError, match=message):
+        resolve({"data": settings})
+
+
+def test_sft_test_split(tok):
+    cfg = DataConfig(dataset="alpaca-demo", max_samples=60, eval_size=8, test_size=12, max_length=2048)
+    data = prepare_sft(cfg, tok)
+    assert (len(data.train), len(data.eval), len(data.test)) == (40, 8, 12)
+    assert (data.stats["train_rows"], data.stats["eval_rows"], data.stats["test_rows"]) == (40, 8, 12)
+    assert data.test.column_names == ["input_ids", "labels"]
+    assert not _rows(data.test) & (_rows(data.train) | _rows(data.eval))
+    assert _rows(prepare_sft(cfg, tok).test) == _rows(data.test)
+
+
+def test_preference_test_split(tok):
+    cfg = DataConfig(dataset="dpo-demo", max_samples=40, eval_size=4, test_size=6, max_length=100_000)
+    data = prepare_preference(cfg, tok)
+    assert (len(data.train), len(data.eval), len(data.test)) == (30, 4, 6)
+    assert data.stats["test_rows"] == 6 and data.test.column_names == ["prompt", "chosen", "rejected"]
+    prompts = {name: set(getattr(data, name)["prompt"]) for name in ("train", "eval", "test")}
+    assert not prompts["test"] & (prompts["train"] | prompts["eval"])
 
 
 def _write(tmp_path, rows, name="rows.json"):

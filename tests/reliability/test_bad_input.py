@@ -93,6 +93,19 @@ CASES = [
         "data.eval_size: holding out",
     ),
     (
+        "test split larger than the data",
+        {},
+        ["--set", "data.test_size=40"],
+        "data.test_size: holding out data.test_size=40 and 8 eval row(s) of 32 usable row(s)",
+    ),
+    (
+        "test and eval splits leave no train rows",
+        {},
+        ["--set", "data.test_fraction=0.75"],
+        "data.test_fraction: holding out data.test_fraction=0.75 (24 test row(s)) and 8 eval row(s) of 32",
+    ),
+    ("test fraction out of range", {}, ["--set", "data.test_fraction=1.5"], "data.test_fraction: Input should be less"),
+    (
         "chat template unknown",
         {},
         ["--set", "data.chat_template=chatlm"],

@@ -33,12 +33,30 @@ class Metric:
         return format(value, self.fmt)
 
 
-_TABLE = (
+EVAL_PREFIX, TEST_PREFIX = "eval_", "test_"
+"""A run with a test split (data.test_size / data.test_fraction) records every eval_* metric of its final
+evaluation again as test_*, scored on rows that nothing selected on."""
+
+_QUALITY = (
     Metric("eval_loss", "eval loss", False),
     Metric("eval_perplexity", "perplexity", False, ".3f"),
     Metric("eval_token_accuracy", "token accuracy", True),
     Metric("eval_preference_accuracy", "preference accuracy", True),
     Metric("eval_reward_margin", "reward margin", True),
+)
+# The test twins are derived, not written out again: the same direction and format, "test loss", "test perplexity".
+_TEST = tuple(
+    Metric(
+        TEST_PREFIX + m.key.removeprefix(EVAL_PREFIX),
+        "test " + m.label.removeprefix("eval "),
+        m.higher_is_better,
+        m.fmt,
+    )
+    for m in _QUALITY
+)
+_TABLE = (
+    *_QUALITY,
+    *_TEST,
     Metric("trainable_params", "trainable params", False, ",.0f", cost=True),
     Metric("trainable_percent", "trainable %", False, ".3f", cost=True),
     Metric("peak_memory_mib", "peak memory (MiB)", False, ",.0f", cost=True),
@@ -64,6 +82,14 @@ def metric(key: str) -> Metric:
         return Metric(key, key[len(BENCH_LOWER_PREFIX) :], False)
     label = key[len(BENCH_PREFIX) :] if key.startswith(BENCH_PREFIX) else key
     return Metric(key, label, True)
+
+
+def test_key(key: str) -> str | None:
+    """The test twin of an eval metric (eval_loss -> test_loss); None for a name that is not an eval metric."""
+    return TEST_PREFIX + key.removeprefix(EVAL_PREFIX) if key.startswith(EVAL_PREFIX) else None
+
+
+test_key.__test__ = False  # type: ignore[attr-defined]  # pytest would collect it from a test module importing it
 
 
 def summary_keys(available: set[str]) -> list[str]:

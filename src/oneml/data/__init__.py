@@ -1,7 +1,7 @@
 """Data: the dataset catalogue, row formats, chat templates with response-only labels, preparation.
 
     from oneml.data import prepare_sft
-    data = prepare_sft(cfg.data, tokenizer)   # data.train / data.eval: input_ids + labels; data.stats
+    data = prepare_sft(cfg.data, tokenizer)   # data.train / data.eval (/ data.test): input_ids + labels; data.stats
 
 Importing this package is cheap: `datasets` and transformers are imported inside the functions
 that need them.
@@ -10,7 +10,7 @@ that need them.
 from __future__ import annotations
 
 from oneml.data.formats import FORMATS, Format, PreferencePair, detect_format, to_conversations, to_pairs
-from oneml.data.prepare import PreparedData, prepare_preference, prepare_sft, train_eval_split
+from oneml.data.prepare import PreparedData, prepare_preference, prepare_sft, split_rows, train_eval_split
 from oneml.data.sources import (
     DATASETS,
     FILE_READERS,
@@ -40,6 +40,7 @@ __all__ = [
     "prepare_sft",
     "read_file",
     "resolve_chat_template",
+    "split_rows",
     "to_conversations",
     "to_pairs",
     "tokenize_conversation",

@@ -142,8 +142,11 @@ def train(
         _start_or_continue(recorder, ckpt, _run_name(config), _tags(config, setup, device))
     guard = RunGuard()
     extra = list(callbacks or []) + ([StopAt(stop_at)] if stop_at is not None else []) + [guard]
+    # Only a call that can reach max_steps prepares the test evaluation: a paused one (a halving rung) never
+    # touches the test rows, not even to score DPO's reference on them.
+    final = stop_at is None or stop_at >= config.train.max_steps
     try:
-        return _execute(config, setup, recorder, run_dir, staging, uri, progress, console, extra, ckpt)
+        return _execute(config, setup, recorder, run_dir, staging, uri, progress, console, extra, ckpt, final)
     except BaseException as err:  # KeyboardInterrupt too: the run must not stay RUNNING
         shutil.rmtree(staging, ignore_errors=True)
         failure = explain(err, config, guard.step, root)  # out of memory, disk full: one actionable line
@@ -280,6 +283,7 @@ def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
     tags |= {"oneml.method": config.method.name, "oneml.model": config.model.name}
     tags |= {"oneml.objective": config.objective.name, "oneml.dataset": config.data.dataset}
     tags |= {"oneml.seed": str(config.train.seed), "oneml.device": device}
+    tags |= {"oneml.test_split": "true" if setup.data.test is not None else "false"}
     d = config.distributed
     tags |= {"oneml.world_size": str(d.world_size), "oneml.launcher": d.launcher, "oneml.strategy": d.strategy}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
@@ -287,7 +291,9 @@ def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
     return tags | switches(config, setup.dtype, setup.speed) | dict(config.tracking.tags)
 
 
-def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progress, console, extra, ckpt) -> RunResult:
+def _execute(
+    config, setup: _Setup, recorder, run_dir, staging: Path, uri, progress, console, extra, ckpt, final: bool
+) -> RunResult:
     from transformers import PrinterCallback
 
     from oneml.tracking.store import flatten
@@ -313,8 +319,11 @@ def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progr
     resume = last_checkpoint(ckpt) if ckpt is not None else None
     start_step = int(resume.name.split("-")[-1]) if resume else 0
     metrics: dict[str, float] = {}
+    tester = _TestEvaluation(config, setup, trainer) if final and setup.data.test is not None else None
     with console.status("scoring the reference"):
         evaluator.prepare()
+        if tester is not None:  # the reference is the starting model, so it is scored before any step
+            tester.evaluator.prepare()
     with progress_bar(progress, console) as bar:
         if config.train.eval_before:
             metrics |= _initial_eval(run_eval, ckpt, console)
@@ -330,11 +339,10 @@ def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progr
     steps = trainer.state.global_step
     if steps < config.train.max_steps:
         return _pause(config, setup, recorder, run_dir, staging, uri, ckpt, metrics, steps, steps - start_step)
-    tokens = float(trainer.state.num_input_tokens_seen or getattr(trainer, "_total_train_tokens", 0) or 0)
-    metrics |= setup.sizes | memory.metrics() | worlds.batch_sizes(config)
-    metrics |= {"train_seconds": timer.seconds, "train_wall_seconds": wall, "train_tokens": tokens}
-    metrics["tokens_per_second"] = tokens / timer.seconds if timer.seconds else 0.0
-    metrics["steps"] = float(steps)
+    if tester is not None:
+        with console.status("evaluating on the test rows"):
+            metrics |= tester()
+    metrics |= _costs(config, setup, trainer, timer, wall, memory)
     recorder.log_metrics(metrics, step=steps)
 
     _record_and_publish(config, setup, trainer, recorder, staging, run_dir, ckpt, metrics)
@@ -342,6 +350,16 @@ def _execute(config, setup: _Setup, recorder, run_dir, staging: Path, uri, progr
         config.run_id, recorder.run_id, run_dir, uri, metrics, setup.data.stats, config, trainer.model,
         setup.tokenizer, steps_trained=steps - start_step,
     )  # fmt: skip
+
+
+def _costs(config, setup: _Setup, trainer, timer, wall: float, memory) -> dict[str, float]:
+    """Size, memory, time and throughput of a finished run."""
+    tokens = float(trainer.state.num_input_tokens_seen or getattr(trainer, "_total_train_tokens", 0) or 0)
+    metrics = setup.sizes | memory.metrics() | worlds.batch_sizes(config)
+    metrics |= {"train_seconds": timer.seconds, "train_wall_seconds": wall, "train_tokens": tokens}
+    metrics["tokens_per_second"] = tokens / timer.seconds if timer.seconds else 0.0
+    metrics["steps"] = float(trainer.state.global_step)
+    return metrics
 
 
 def _record_and_publish(config, setup: _Setup, trainer, recorder, staging: Path, run_dir: Path, ckpt, metrics) -> None:
@@ -400,6 +418,29 @@ def _build_trainer(config, setup: _Setup, recorder, staging: Path, ckpt, extra):
         atomic_saves(trainer)
     evaluator = config.objective.evaluator(trainer, setup.data, setup.tokenizer, config.data.max_length)
     return trainer, timer, evaluator
+
+
+class _TestEvaluation:
+    """The final model scored once on the test rows, with the objective's own evaluator: the same metrics as the
+    final evaluation, named test_*. No evaluation during training reads these rows (selection reads eval_*);
+    only a reference (DPO's starting model, which training does not change) is scored on them beforehand."""
+
+    def __init__(self, config: RunConfig, setup: _Setup, trainer):
+        from dataclasses import replace
+
+        self.trainer, self.rows = trainer, setup.data.test
+        # An evaluator scores the eval rows of the data it is given, or the trainer's eval dataset (SFT's token
+        # evaluation): both are pointed at the test rows, the trainer's only for the duration of the call.
+        test_view = replace(setup.data, eval=setup.data.test)
+        self.evaluator = config.objective.evaluator(trainer, test_view, setup.tokenizer, config.data.max_length)
+
+    def __call__(self) -> dict[str, float]:
+        held = self.trainer.eval_dataset
+        self.trainer.eval_dataset = self.rows
+        try:
+            return self.evaluator("test")
+        finally:
+            self.trainer.eval_dataset = held
 
 
 def _initial_eval(run_eval, ckpt: Path | None, console) -> dict[str, float]:

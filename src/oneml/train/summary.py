@@ -38,11 +38,10 @@ def summary_table(result: RunResult):
     table.add_column()
     if cfg is not None:
         table.add_row("model / method", f"{cfg.model.name} / {cfg.method.name} ({cfg.objective.name})")
-        table.add_row(
-            "data",
-            f"{cfg.data.dataset}: {result.data_stats.get('train_rows')} train, "
-            f"{result.data_stats.get('eval_rows')} eval rows",
-        )
+        stats = result.data_stats
+        test = f", {stats['test_rows']} test" if stats.get("test_rows") else ""
+        rows = f"{stats.get('train_rows')} train, {stats.get('eval_rows')} eval{test} rows"
+        table.add_row("data", f"{cfg.data.dataset}: {rows}")
     table.add_row(
         "trainable params",
         f"{m.get('trainable_params', 0):,.0f} of {m.get('total_params', 0):,.0f} "
@@ -51,6 +50,9 @@ def summary_table(result: RunResult):
     for label, key, spec in _QUALITY_ROWS:
         if f"eval_{key}" in m:
             table.add_row(label, _with_before(m, key, spec))
+    for label, key, spec in _QUALITY_ROWS:  # the rows nothing selected on, when the run has a test split
+        if f"test_{key}" in m:
+            table.add_row(f"test {label.removeprefix('eval ')}", format(m[f"test_{key}"], spec))
     table.add_row("steps / time", f"{m['steps']:.0f} steps in {m['train_wall_seconds']:.1f} s")
     table.add_row("tokens/s", f"{_fmt(m.get('tokens_per_second'), ',.0f')} (real tokens, no padding)")
     memory = f"{m['peak_rss_mib']:,.0f} MiB RSS"
