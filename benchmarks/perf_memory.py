@@ -10,7 +10,7 @@ embeddings) and the hidden states, records its RSS, runs forward + backward once
 above that point (getrusage), the time of that step, the loss and two gradient summaries (norm and a fixed
 random projection) that must agree between the two sides.
 
-Sides: ``ours`` = `oneml.objectives.chunked` over the labelled positions; ``unfused`` = the usual full logits
+Sides: ``ours`` = `oneml.models.lm_head` over the labelled positions; ``unfused`` = the usual full logits
 (transformers' cross-entropy for SFT, log-softmax + gather for DPO, TRL's ORPO path for ORPO);
 ``trl`` = TRL 1.16's fused head (`ChunkedLogProbFunction`, what its SFT/DPO trainers use), scoring every
 position as it does on devices without Triton. The time is that of the measured step (forward + backward).
@@ -74,7 +74,7 @@ def _seq_losses(per_token, mask, objective: str, nll=None):
 
 
 def _ours(objective, weight, hidden, labels):
-    from oneml.objectives.chunked import chunked_log_probs
+    from oneml.models.lm_head import chunked_log_probs
 
     flat = hidden[:, :-1].reshape(-1, HIDDEN)
     # What each trainer passes as labels: SFT and ORPO (its NLL covers the prompt) every token, DPO the completion.
@@ -134,7 +134,7 @@ def probe(side: str, objective: str, batch: int, length: int) -> dict:
     import trl.kernels.chunked_logprob  # noqa: F401
     import trl.trainer.utils  # noqa: F401
 
-    import oneml.objectives.chunked  # noqa: F401
+    import oneml.models.lm_head  # noqa: F401
 
     torch.manual_seed(0)
     weight, hidden, labels = _inputs(batch, length)

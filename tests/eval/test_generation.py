@@ -88,7 +88,7 @@ def test_continuation_logprobs_equal_a_direct_computation(tiny):
 
 
 def test_token_logprobs_chunked_head_equals_plain_logits_and_leaves_the_model_as_it_was(tiny, monkeypatch):
-    import oneml.objectives.chunked as chunked
+    import oneml.models.lm_head as chunked
     from oneml.eval.generate import padded, token_logprobs
 
     model, _, _ = tiny

@@ -12,7 +12,7 @@ from peft import LoraConfig, get_peft_model
 
 from oneml.config import ModelConfig
 from oneml.models import load_model_and_tokenizer
-from oneml.objectives.chunked import (
+from oneml.models.lm_head import (
     STATS,
     chunked_cross_entropy,
     chunked_log_probs,

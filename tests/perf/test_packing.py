@@ -13,7 +13,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from oneml.config import ModelConfig
 from oneml.data.packing import REAL_TOKENS, PackedCollator, pack, packing_problem
 from oneml.models import load_model_and_tokenizer
-from oneml.objectives.chunked import install_chunked_head
+from oneml.models.lm_head import install_chunked_head
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 

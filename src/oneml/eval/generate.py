@@ -113,10 +113,10 @@ def _decode_row(tokenizer: Any, new: list[int], end_ids: Sequence[int], stop_str
 def token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(log p(label_t | ids_<t), top-1 == label, label mask), each (B, T-1), for labels aligned with ``ids``.
 
-    Through the training's chunked LM head when the model allows it (`oneml.objectives.chunked`), so the
+    Through the training's chunked LM head when the model allows it (`oneml.models.lm_head`), so the
     (B, T, V) logits never exist: at a 150k vocabulary they are gigabytes per batch. Otherwise the plain logits.
     """
-    from oneml.objectives.chunked import install_chunked_head, unsupported_reason
+    from oneml.models.lm_head import install_chunked_head, unsupported_reason
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     if unsupported_reason(inner) is None:

@@ -43,7 +43,7 @@ class ObjectiveConfig(Section):
     def speed(self, model: Any, config: Any) -> Speed:
         """The switches this run uses on ``model`` (after the method applied), from ``config`` (a RunConfig)."""
         from oneml.data.packing import packing_problem
-        from oneml.objectives.chunked import unsupported_reason
+        from oneml.models.lm_head import unsupported_reason
 
         packing, packing_reason = config.data.packing, ""
         if packing and not self.packs:

@@ -10,7 +10,7 @@ The reference is the starting point of the run (the base, or the model an earlie
 - ``reference: precomputed``: reference log-probs computed once over the training pairs before
   training, then no reference model at all during training.
 TRL's DPOTrainer trains (its per-token log-probs through our chunked LM head by default,
-`oneml.objectives.chunked`); `losses.dpo_loss` is the formula the tests hold it to.
+`oneml.models.lm_head`); `losses.dpo_loss` is the formula the tests hold it to.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class DPOObjective(PreferenceObjective):
             optimizers=optimizers,
         )
         if speed is not None and speed.chunked_loss:
-            from oneml.objectives.chunked import install_chunked_head
+            from oneml.models.lm_head import install_chunked_head
 
             # TRL logs the policy's entropy, mean logit and top-1 accuracy; of the reference it reads log-probs only.
             install_chunked_head(trainer.model, stats=("entropy", "mean_logits", "is_top1"))

@@ -49,7 +49,7 @@ class ORPOObjective(PreferenceObjective):
             optimizers=optimizers,
         )
         if speed is not None and speed.chunked_loss:
-            from oneml.objectives.chunked import install_chunked_head
+            from oneml.models.lm_head import install_chunked_head
 
             install_chunked_head(trainer.model, stats=("mean_logits",))
             trainer.chunked = True

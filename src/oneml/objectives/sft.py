@@ -5,7 +5,7 @@
 where R is the set of positions whose label is not -100 (the assistant's tokens by default; the
 data layer builds the labels). TRL's SFTTrainer computes it, with token accuracy and token counts,
 over padding-free packed batches (`oneml.data.packing`) and through our chunked LM head
-(`oneml.objectives.chunked`) by default; both leave L unchanged (tests/perf).
+(`oneml.models.lm_head`) by default; both leave L unchanged (tests/perf).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class SFTObjective(ObjectiveConfig):
 
             count_real_tokens(trainer)
         if speed.chunked_loss:
-            from oneml.objectives.chunked import install_chunked_head
+            from oneml.models.lm_head import install_chunked_head
 
             install_chunked_head(trainer.model)
         return trainer
@@ -88,7 +88,7 @@ class _TokenEvaluator:
         return None
 
     def __call__(self, prefix: str = "eval") -> dict[str, float]:
-        from oneml.eval.perplexity import evaluate_tokens
+        from oneml.objectives.token_eval import evaluate_tokens
 
         return evaluate_tokens(self.trainer, prefix)
 

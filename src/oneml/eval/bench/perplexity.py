@@ -3,7 +3,7 @@
 The split is rebuilt from the run's data settings (same seed, same size), so on an SFT run the loss equals
 the ``eval_loss`` training recorded: a check that the reloaded model is the trained one. On a preference
 run it is the loss on the *chosen* answers. Token-weighted, like training's evaluation
-(`oneml.eval.perplexity`): exp of the mean over all answer tokens, not a mean of batch means.
+(`oneml.objectives.token_eval`): exp of the mean over all answer tokens, not a mean of batch means.
 """
 
 from __future__ import annotations
