@@ -233,9 +233,20 @@ def _analysis_options(metric: str, alpha: float, margin: str | None, weights: st
     return DecisionOptions(metric, alpha, 0.95, chosen, interval, parse_weights(weights))
 
 
-METRIC_HELP = "Quality metric the decisions start from: eval_loss, eval_token_accuracy, bench/<name>, ..."
-WEIGHTS_HELP = "Starting-point weights: quality=2,memory=1,... or a YAML file (criteria: quality, stability, "
-WEIGHTS_HELP += "simplicity, convergence, memory, speed, preference)."
+def _quality_metrics() -> str:
+    from oneml.analysis.metrics import METRICS
+
+    return ", ".join(k for k, m in METRICS.items() if not m.cost)
+
+
+def _criteria() -> str:
+    from oneml.analysis.decision import DEFAULT_WEIGHTS
+
+    return ", ".join(DEFAULT_WEIGHTS)
+
+
+METRIC_HELP = f"Quality metric the decisions start from: {_quality_metrics()}, bench/<name> (a benchmark score)."
+WEIGHTS_HELP = f"Starting-point weights: quality=2,memory=1,... or a YAML file (criteria: {_criteria()})."
 MARGIN_HELP = "Equivalence margin: '1%' of the best mean, or metric units (0.02). Default: the study's, else 1%."
 ALPHA_HELP = "Chance of any wrong verdict per group, shared among all pairs of configurations."
 
@@ -312,7 +323,7 @@ def eval_cmd(
         "perplexity,eos,inference",
         "--benchmarks",
         "-b",
-        help="Comma-separated: gsm8k, ifeval, truthfulqa, perplexity, eos, inference, lm-eval:<task>.",
+        help="Comma-separated benchmark names (the list: `oneml benchmarks`), or lm-eval:<task>.",
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score at most N items per benchmark."),
     shots: int | None = typer.Option(None, "--shots", min=0, help="Few-shot examples (gsm8k default 8)."),

@@ -19,8 +19,6 @@ from typing import Any
 
 from oneml.eval.benchmarks import BenchResult, EvalContext, EvalOptions, resolve_benchmarks
 
-DEFAULT_BENCHMARKS = ("perplexity", "eos", "inference")
-
 
 @dataclass
 class EvalReport:

@@ -21,9 +21,6 @@ import torch
 
 from oneml.errors import OnemlError
 
-QUANT_MODES = ("nf4", "fp4", "int8")
-"""What ``method.quantize`` accepts besides ``none``."""
-
 _DEVICES = ("cpu", "cuda", "xpu")
 """Device types whose bitsandbytes back-end trains through 4-bit and 8-bit layers."""
 

@@ -15,7 +15,7 @@ def trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> dic
 
     t = config.train
     # Two kept checkpoints: a kill during a save leaves the previous one complete.
-    saving = dict(save_strategy="steps", save_steps=t.save_steps, save_total_limit=2) if t.save_steps else {}
+    saving = dict(save_steps=t.save_steps, save_total_limit=2) if t.save_steps else {}
     args = saving | dict(
         output_dir=str(output_dir),
         max_steps=t.max_steps,
@@ -57,7 +57,6 @@ def switches(config: RunConfig, dtype, speed) -> dict[str, str]:
         "oneml.switch.dtype": str(dtype).replace("torch.", ""),
         "oneml.switch.gradient_checkpointing": str(config.train.gradient_checkpointing).lower(),
         "oneml.switch.compile": str(config.train.compile).lower(),
-        "oneml.switch.kernels": "none",
     } | speed.tags()
 
 
