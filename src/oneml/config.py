@@ -1,4 +1,4 @@
-"""RunConfig = model + method + objective + data + train + tracking.
+"""RunConfig = model + method + objective + data + train + tracking + distributed.
 
 Loaded from YAML (``oneml train run.yaml``) with dotted overrides (``--set method.r=8``), or built in
 Python (``RunConfig(method=LoRAConfig(r=8))``). Everything is validated at load; an error names the
