@@ -225,7 +225,7 @@ def _priorities() -> str:
     return ", ".join(PRIORITIES.names())
 
 
-def _analysis_options(metric: str, alpha: float, margin: str | None, weights: str | None, bootstrap: bool):
+def _analysis_options(metric: str | None, alpha: float, margin: str | None, weights: str | None, bootstrap: bool):
     from oneml.analysis import DecisionOptions, parse_margin, parse_weights
 
     interval = "bootstrap" if bootstrap else "t"
@@ -245,7 +245,8 @@ def _criteria() -> str:
     return ", ".join(DEFAULT_WEIGHTS)
 
 
-METRIC_HELP = f"Quality metric the decisions start from: {_quality_metrics()}, bench/<name> (a benchmark score)."
+METRIC_HELP = f"Quality metric the decisions start from: {_quality_metrics()}, bench/<name> (a benchmark score). "
+METRIC_HELP += "Default: test_loss where runs recorded a test split, else eval_loss."
 WEIGHTS_HELP = f"Starting-point weights: quality=2,memory=1,... or a YAML file (criteria: {_criteria()})."
 MARGIN_HELP = "Equivalence margin: '1%' of the best mean, or metric units (0.02). Default: the study's, else 1%."
 ALPHA_HELP = "Chance of any wrong verdict per group, shared among all pairs of configurations."
@@ -259,7 +260,7 @@ def report_cmd(
     root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
     out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default: <root>/reports/<study>)."),
-    metric: str = typer.Option("eval_loss", "--metric", help=METRIC_HELP),
+    metric: str | None = typer.Option(None, "--metric", help=METRIC_HELP),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.5, help=ALPHA_HELP),
     margin: str | None = typer.Option(None, "--margin", help=MARGIN_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
@@ -285,7 +286,7 @@ def recommend_cmd(
     experiment: str | None = typer.Option(None, "--experiment", help="Runs of this MLflow experiment instead."),
     root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
-    metric: str = typer.Option("eval_loss", "--metric", help=METRIC_HELP),
+    metric: str | None = typer.Option(None, "--metric", help=METRIC_HELP),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.5, help=ALPHA_HELP),
     margin: str | None = typer.Option(None, "--margin", help=MARGIN_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),

@@ -314,3 +314,21 @@ def test_complexity_table_ranks_every_registered_method():
     assert ranks == sorted(ranks) == list(range(1, len(ranks) + 1))
     assert list(PRIORITIES.names()) == ["performance", "stability", "simplicity", "convergence", "memory",
                                         "preference", "start"]  # fmt: skip
+
+
+def test_the_guide_compares_on_test_rows_when_runs_have_them():
+    from oneml.analysis.report import build_report
+    from oneml.analysis.results import StudyResults
+
+    test = {k: v + 0.05 for k, v in BASE.items()}
+    a_ = make_config("a", "lora", BASE, test_loss=test)
+    b_ = make_config("b", "dora", shifted(BASE, 0.1, NOISE), test_loss={k: v - 0.2 for k, v in test.items()})
+    a = analyse([a_, b_], DecisionOptions())
+    assert a.options.metric == "test_loss" and a.best == "b"  # eval says a, the test rows say b
+    assert analyse([a_, b_], DecisionOptions(metric="eval_loss")).best == "a"
+    report = build_report(StudyResults("s", "study", "sqlite:///x.db", [a_, b_], []), DecisionOptions(), figures=False)
+    assert any("compared on the test rows (test_loss)" in w for w in report.warnings)
+    pair = [make_config("a", "lora", BASE), make_config("b", "dora", BASE)]
+    halved = StudyResults("h", "study", "sqlite:///x.db", pair, [], parent_tags={"oneml.halving.metric": "eval_loss"})
+    warnings = build_report(halved, DecisionOptions(), figures=False).warnings
+    assert any("selection and comparison on the same rows" in w for w in warnings)

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from oneml.analysis import wording
-from oneml.analysis.metrics import Metric, metric
+from oneml.analysis.metrics import Metric, metric, test_key
 from oneml.analysis.results import Configuration, StudyResults
 from oneml.analysis.stats import Summary, summarize
 from oneml.analysis.verdicts import DEFAULT_MARGIN, Comparison, Margin, Ranking, parse_margin, rank
@@ -80,12 +80,14 @@ hundredth of one is below what a study of a few seeds can tell apart."""
 MEMORY_TIE = 0.01
 """Peak memories within 1% of each other are a tie (the simpler method wins): allocator noise, not a method."""
 MARGIN_TAG = "oneml.study.margin"
+DEFAULT_METRIC = "eval_loss"
 
 
 @dataclass(frozen=True)
 class DecisionOptions:
-    metric: str = "eval_loss"
-    """The quality metric every rule starts from."""
+    metric: str | None = None
+    """The quality metric every rule starts from; None = eval_loss, or test_loss where runs recorded a test split
+    (selection reads the validation rows; the guide compares on rows nothing selected on)."""
     alpha: float = 0.05
     """Chance of any wrong verdict in a group (shared among all pairs of configurations)."""
     confidence: float = 0.95
@@ -111,7 +113,7 @@ class Analysis:
 
     @property
     def quality(self) -> Metric:
-        return metric(self.options.metric)
+        return metric(self.options.metric)  # type: ignore[arg-type]  # resolved by analyse()
 
     @property
     def best(self) -> str:
@@ -199,8 +201,17 @@ def _finite_values(c: Configuration, key: str) -> dict[str, float]:
     return {s: v for s, v in c.values(key).items() if math.isfinite(v)}
 
 
+def quality_metric(options: DecisionOptions, configs: list[Configuration]) -> str:
+    """The metric asked for, else the default eval_loss, or its test twin (test_loss) when runs recorded one."""
+    if options.metric is not None:
+        return options.metric
+    twin = test_key(DEFAULT_METRIC)
+    return twin if any(twin in r.metrics for c in configs for r in c.runs) else DEFAULT_METRIC
+
+
 def analyse(configs: list[Configuration], options: DecisionOptions, margin: Margin | None = None) -> Analysis:
     """Summaries of every metric, and every configuration's verdict against the best, for one group."""
+    options = replace(options, metric=quality_metric(options, configs))
     keys = sorted({k for c in configs for r in c.runs for k in r.metrics})
     summaries = {
         c.label: {k: summarize(_finite_values(c, k).values(), options.confidence, options.interval) for k in keys}

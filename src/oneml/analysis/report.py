@@ -109,6 +109,7 @@ def _warnings(study: StudyResults, analyses: list[Analysis]) -> list[str]:
     note = halving_note(study)
     if note:
         out.append(note)
+    out += _rows_note(study, analyses)
     if study.excluded:
         counts: dict[str, int] = {}
         for r in study.excluded:
@@ -116,6 +117,21 @@ def _warnings(study: StudyResults, analyses: list[Analysis]) -> list[str]:
         listed = ", ".join(f"{n} {s}" for s, n in counts.items())
         out.append(f"{len(study.excluded)} run(s) are left out of every statistic ({listed}): see the last table")
     return out + study.notes
+
+
+def _rows_note(study: StudyResults, analyses: list[Analysis]) -> list[str]:
+    """Which rows the guide compares on, and whether anything was selected on those same rows."""
+    compared = {a.options.metric for a in analyses}
+    if all(str(m).startswith("test_") for m in compared):
+        return [f"compared on the test rows ({', '.join(sorted(compared))}): no selection read them"]
+    selected = any(k.startswith(("oneml.halving.", "oneml.tune")) for k in study.parent_tags)
+    if selected:
+        return [
+            "selection and comparison on the same rows: halving or tuning chose on the validation rows this guide "
+            "compares, which favours the chosen; set data.test_size (or data.test_fraction) to compare on rows "
+            "nothing selected on"
+        ]
+    return ["no test split: the guide compares on the validation rows (nothing in this study selected on them)"]
 
 
 def _differing_tags(runs) -> list[str]:
