@@ -174,3 +174,36 @@ def test_kills_at_every_fault_point_in_a_row_lose_nothing(tmp_path, reference):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted([run_id, other])
     (run,) = records(tmp_path, run_id)
     assert run.info.status == "FINISHED" and "oneml.failure" not in run.data.tags
+
+
+NOISY = (*RESUMABLE, "train.max_steps=6", "method.dropout=0.1")  # dropout draws from the RNG on every step
+
+
+@pytest.fixture(scope="module")
+def noisy_reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("noisy")
+    cfg = tiny(root, *NOISY)
+    return cfg.run_id, train(cfg, progress=False).metrics
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "eval:1",  # the evaluation before training recorded, no checkpoint yet (#17: the rerun ended elsewhere)
+        "step:1",  # mid-step 1, before the first checkpoint
+        pytest.param("prepare:1", marks=pytest.mark.slow),
+        pytest.param("step:3", marks=pytest.mark.slow),  # after checkpoint-2
+        pytest.param("checkpoint:1", marks=pytest.mark.slow),
+        pytest.param("mlflow:1", marks=pytest.mark.slow),
+    ],
+)
+def test_a_kill_at_any_recorded_moment_reruns_to_the_uninterrupted_result(tmp_path, noisy_reference, fault):
+    """With dropout, the same command after a kill must give the same numbers whatever the moment of the kill."""
+    run_id, expected = noisy_reference
+    code, _, err = finish(cli(tmp_path, *NOISY, fault=fault))
+    assert code == -signal.SIGKILL, err[-2000:]
+    code, _, err = finish(cli(tmp_path, *NOISY))
+    assert code == 0, err[-2000:]
+    got = metrics(tmp_path, run_id)
+    for key in COMPARED:
+        assert got[key] == pytest.approx(expected[key], abs=1e-6), (fault, key)

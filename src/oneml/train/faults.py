@@ -12,9 +12,9 @@ import os
 import signal
 
 ENV = "ONEML_FAULT"
-POINTS = ("prepare", "step", "checkpoint", "mlflow")
-"""prepare: data prepared, before the MLflow run is touched; step: after the backward pass, before the optimizer
-step; checkpoint: a checkpoint written to its temporary folder, not yet renamed; mlflow: the artifacts
+POINTS = ("prepare", "eval", "step", "checkpoint", "mlflow")
+"""prepare: data prepared, before the MLflow run is touched; eval: the evaluation before training recorded, no
+step taken; step: after the backward pass, before the optimizer step; checkpoint: a checkpoint written to its temporary folder, not yet renamed; mlflow: the artifacts
 uploaded, the run neither published nor marked FINISHED."""
 
 _passes: dict[str, int] = {}

@@ -326,7 +326,8 @@ def _execute(
             tester.evaluator.prepare()
     with progress_bar(progress, console) as bar:
         if config.train.eval_before:
-            metrics |= _initial_eval(run_eval, ckpt, console)
+            metrics |= _initial_eval(run_eval, ckpt, resume is not None, console)
+            fault("eval")
         if bar is not None:
             trainer.add_callback(RichProgress(bar, f"{config.method.name} on {config.model.name}"))
         wall_start = time.perf_counter()
@@ -443,9 +444,12 @@ class _TestEvaluation:
             self.trainer.eval_dataset = held
 
 
-def _initial_eval(run_eval, ckpt: Path | None, console) -> dict[str, float]:
-    """The evaluation before training; a resumed run reuses the recorded one (its model has moved since)."""
-    saved = read_json(ckpt / "initial_eval.json") if ckpt is not None else None
+def _initial_eval(run_eval, ckpt: Path | None, resuming: bool, console) -> dict[str, float]:
+    """The evaluation before training; a run resumed from a checkpoint reuses the recorded one (its model has
+    moved since). A run that starts from step 0 evaluates again even when an earlier attempt recorded it: the
+    evaluation's data loader draws from the global RNG, so skipping it would shift every dropout mask after it
+    and the rerun would end elsewhere than an uninterrupted run (a checkpoint restores the RNG state instead)."""
+    saved = read_json(ckpt / "initial_eval.json") if ckpt is not None and resuming else None
     if saved is None:
         with console.status("evaluating before training"):
             saved = {k.replace("eval_", "initial_eval_"): v for k, v in run_eval(0).items()}
