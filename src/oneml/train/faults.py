@@ -14,8 +14,8 @@ import signal
 ENV = "ONEML_FAULT"
 POINTS = ("prepare", "eval", "step", "checkpoint", "mlflow")
 """prepare: data prepared, before the MLflow run is touched; eval: the evaluation before training recorded, no
-step taken; step: after the backward pass, before the optimizer step; checkpoint: a checkpoint written to its temporary folder, not yet renamed; mlflow: the artifacts
-uploaded, the run neither published nor marked FINISHED."""
+step taken; step: after the backward pass, before the optimizer step; checkpoint: a checkpoint written to its
+temporary folder, not yet renamed; mlflow: the artifacts uploaded, the run neither published nor marked FINISHED."""
 
 _passes: dict[str, int] = {}
 
