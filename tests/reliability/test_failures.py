@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 
 from clikit import run_cli
 from oneml import OnemlError, train
+from oneml.config import load_run_config
 from oneml.train.guard import DISK_RULE, MiB, is_out_of_memory, memory_advice, needed_bytes
 
 
@@ -149,7 +150,16 @@ def test_the_free_space_estimate_follows_the_documented_rule(tmp_path):
     assert ckpt - plain == int(1.5 * 3 * (4e6 + 8e6))  # 3 checkpoints of weights + AdamW moments
     pissa = needed_bytes(tiny(tmp_path, "method.name=pissa", "train.save_adapter=true"), sizes, local_artifacts=False)
     assert pissa == int(1.5 * 8e6) + 64 * MiB  # rank-2r save, remote artifact store
+    for init in ("pissa", "olora"):  # #17: the same initialisation as a LoRA option was counted once
+        option = tiny(tmp_path, "method.name=lora", f"method.init={init}", "train.save_adapter=true")
+        assert needed_bytes(option, sizes, local_artifacts=False) == pissa
     assert "3 checkpoints" in DISK_RULE
+
+
+def test_memory_advice_asks_the_method_about_gradient_checkpointing(tmp_path):
+    assert "gradient_checkpointing=true" in memory_advice(tiny(tmp_path))
+    prefix = tiny(tmp_path).model_copy(update={"method": load_run_config(None, ["method={name: prefix}"]).method})
+    assert "gradient_checkpointing" not in memory_advice(prefix)
 
 
 def test_disk_full_while_writing_the_results_is_a_clean_failure(tmp_path, monkeypatch):

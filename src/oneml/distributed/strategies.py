@@ -73,34 +73,9 @@ def _fsdp_args(config: RunConfig, device: str) -> dict[str, Any]:
 
 
 def _check_fsdp(config: RunConfig, device: str) -> None:
-    from oneml.methods import MethodConfig
-    from oneml.methods.lora import MUTATING_INITS, LoRAConfig
-
-    method = config.method
-    quantize = getattr(method, "quantize", "none")
-    if quantize == "int8":
-        raise OnemlError(
-            f"distributed.strategy: fsdp cannot shard method {method.name}'s 8-bit base (bitsandbytes' Int8Params "
-            "lose their scales when FSDP converts them); use quantize: nf4 (sharded) or strategy ddp"
-        )
-    if quantize != "none" and getattr(method, "use_dora", False):
-        raise OnemlError(
-            f"distributed.strategy: fsdp cannot shard method {method.name} on a quantized base: TRL trains its LoRA "
-            "factors in bfloat16 but DoRA's magnitudes in float32, and FSDP2 needs one dtype per sharded group; use "
-            "strategy ddp"
-        )
-    own_groups = type(method).optimizer_groups not in (MethodConfig.optimizer_groups, LoRAConfig.optimizer_groups)
-    if own_groups or getattr(method, "loraplus_ratio", None) is not None:
-        raise OnemlError(
-            f"distributed.strategy: fsdp builds its own optimizer over the sharded parameters; method {method.name}'s "
-            "parameter groups (LoRA+ learning rates) cannot be passed to it (transformers refuses optimizers under "
-            "FSDP); use strategy ddp"
-        )
-    if getattr(method, "init", None) in MUTATING_INITS or type(method).save not in (MethodConfig.save, LoRAConfig.save):
-        raise OnemlError(
-            f"distributed.strategy: fsdp saves the adapter from the Trainer's gathered state dict; method "
-            f"{method.name} needs its own save step, which needs the whole model in one process; use strategy ddp"
-        )
+    reason = config.method.sharding_refusal()
+    if reason:
+        raise OnemlError(f"distributed.strategy: fsdp cannot {reason}")
 
 
 def _prepare_fsdp(config: RunConfig, device: str) -> None:
@@ -165,10 +140,13 @@ def check(config: RunConfig, device: str) -> None:
     d = config.distributed
     if d.world_size == 1:
         return
-    if config.objective.name != "sft":
+    if not config.objective.gathers_eval:
+        from oneml.objectives import OBJECTIVES
+
+        able = " or ".join(e.name for e in OBJECTIVES.entries() if e.value.gathers_eval)
         raise OnemlError(
-            f"distributed: runs over several processes support the sft objective; {config.objective.name}'s "
-            "preference evaluation is not gathered across processes yet"
+            f"distributed: runs over several processes support the {able} objective; {config.objective.name}'s "
+            "evaluation is not gathered across processes yet"
         )
     if d.backend == "nccl" and device != "cuda":
         raise OnemlError("distributed.backend: nccl needs CUDA devices; use gloo (or auto) on CPU")

@@ -58,6 +58,17 @@ class MethodConfig(Section):
     """True when the result is a small adapter saved apart from the base; False for full weights."""
     mergeable: ClassVar[bool] = True
     """True when the trained weights can be folded into the base (same architecture, same logits)."""
+    gradient_checkpointing: ClassVar[bool] = True
+    """False when the method breaks with gradient checkpointing (prefix tuning's cache)."""
+
+    def saved_copies(self) -> int:
+        """Copies of the trainable weights one save writes: 2 when the initialisation changes the base too (the
+        converted residual is saved with the adapter: PiSSA, OLoRA), else 1. Sizes the free-disk check."""
+        return 1
+
+    def sharding_refusal(self) -> str | None:
+        """Why FSDP cannot shard this method (the end of a sentence after 'fsdp cannot ...'), or None."""
+        return None
 
     def check(self, ctx: MethodContext) -> None:
         """Refuse incompatible run settings with an OnemlError, before anything is loaded."""

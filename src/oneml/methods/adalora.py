@@ -119,6 +119,12 @@ class AdaLoRAConfig(MethodConfig):
     def callbacks(self, model: torch.nn.Module, ctx: MethodContext) -> list[Any]:
         return [RankAllocation(model, self.orth_reg_weight, ctx)]
 
+    def sharding_refusal(self) -> str | None:
+        return (
+            "save method adalora from the Trainer's gathered state dict: it needs its own save step, which needs "
+            "the whole model in one process; use strategy ddp"
+        )
+
     def save(self, model: torch.nn.Module, path: Path) -> None:
         with warnings.catch_warnings():
             # A layer pruned to rank 0 is legitimate; peft's LoRA save check takes it for an unsharded ZeRO-3 tensor.

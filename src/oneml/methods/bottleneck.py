@@ -58,6 +58,12 @@ class BottleneckConfig(MethodConfig):
     def apply(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
         return apply(model, self, ctx)
 
+    def sharding_refusal(self) -> str | None:
+        return (
+            "save method bottleneck from the Trainer's gathered state dict: it needs its own save step, which needs "
+            "the whole model in one process; use strategy ddp"
+        )
+
     def save(self, model: torch.nn.Module, path: Path) -> None:
         from safetensors.torch import save_file
 

@@ -134,6 +134,32 @@ class LoRAConfig(MethodConfig):
     def prepare(self, model: torch.nn.Module) -> None:
         """Variant hook, after the adapter is initialised and before training (SORSA splits off its singular values)."""
 
+    def saved_copies(self) -> int:
+        return 2 if self.init in MUTATING_INITS else 1
+
+    def sharding_refusal(self) -> str | None:
+        if self.quantize == "int8":
+            return (
+                f"shard method {self.name}'s 8-bit base (bitsandbytes' Int8Params lose their scales when FSDP converts "
+                "them); use quantize: nf4 (sharded) or strategy ddp"
+            )
+        if self.quantize != "none" and self.use_dora:
+            return (
+                f"shard method {self.name} on a quantized base: TRL trains its LoRA factors in bfloat16 but DoRA's "
+                "magnitudes in float32, and FSDP2 needs one dtype per sharded group; use strategy ddp"
+            )
+        if self.loraplus_ratio is not None:
+            return (
+                f"pass method {self.name}'s parameter groups (LoRA+ learning rates) to the optimizer it builds over "
+                "the sharded parameters (transformers refuses optimizers under FSDP); use strategy ddp"
+            )
+        if self.init in MUTATING_INITS:
+            return (
+                f"save method {self.name} with init {self.init}: it needs its own save step (the base is converted "
+                "too), which needs the whole model in one process; use strategy ddp"
+            )
+        return None
+
     def optimizer_groups(self, model: torch.nn.Module, learning_rate: float) -> list[dict[str, Any]] | None:
         if self.loraplus_ratio is None:
             return None

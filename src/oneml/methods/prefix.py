@@ -29,6 +29,7 @@ from oneml.methods import METHODS, MethodConfig, MethodContext
 
 class PrefixConfig(MethodConfig):
     name: Literal["prefix"] = "prefix"
+    gradient_checkpointing: ClassVar[bool] = False  # the virtual tokens' cache breaks with it (DESIGN.md)
     mergeable: ClassVar[bool] = False
     num_virtual_tokens: PositiveInt = 20
     """m: virtual tokens prepended to the keys and values of every layer."""

@@ -39,6 +39,8 @@ class ObjectiveConfig(Section):
 
     packs: ClassVar[bool] = False
     """True when this objective's batches can be padding-free packed (`oneml.data.packing`)."""
+    gathers_eval: ClassVar[bool] = False
+    """True when its held-out evaluation gathers across processes, so a run may span several (distributed/)."""
 
     def speed(self, model: Any, config: Any) -> Speed:
         """The switches this run uses on ``model`` (after the method applied), from ``config`` (a RunConfig)."""

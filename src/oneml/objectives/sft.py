@@ -18,6 +18,7 @@ from oneml.objectives import OBJECTIVES, ObjectiveConfig, Speed
 class SFTObjective(ObjectiveConfig):
     name: Literal["sft"] = "sft"
     packs = True
+    gathers_eval = True
 
     def prepare(self, data_cfg, tokenizer):
         from oneml.data import prepare_sft

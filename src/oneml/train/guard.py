@@ -86,7 +86,7 @@ class RunGuard(TrainerCallback):
 def needed_bytes(config, sizes: dict[str, Any], local_artifacts: bool) -> int:
     """Bytes a run writes under tracking.root at its peak (DISK_RULE)."""
     trainable = int(sizes.get("trainable_params", 0))
-    weights = 4 * trainable * (2 if config.method.name in ("pissa", "sorsa") else 1)
+    weights = 4 * trainable * config.method.saved_copies()
     final = weights * (2 if local_artifacts else 1) if config.train.save_adapter else 0
     checkpoints = 3 * (weights + 8 * trainable) if config.train.save_steps else 0
     return int(1.5 * (final + checkpoints)) + 64 * MiB
@@ -124,7 +124,7 @@ def memory_advice(config) -> str:
     tips = []
     if t.batch_size > 1:
         tips.append(f"train.batch_size={t.batch_size // 2} with train.grad_accum={t.grad_accum * 2} (same batch)")
-    if not t.gradient_checkpointing and m.name != "prefix":
+    if not t.gradient_checkpointing and m.gradient_checkpointing:
         tips.append("train.gradient_checkpointing=true")
     if getattr(m, "quantize", None) == "none":
         tips.append("method.quantize=nf4 (4-bit base, as method.name=qlora)")

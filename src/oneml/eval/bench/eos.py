@@ -25,7 +25,7 @@ def held_out_prompts(config: Any, count: int) -> list[list[dict[str, str]]]:
     from oneml.data.prepare import _load, train_eval_split, with_system_prompt
 
     rows, fmt = _load(config.data)
-    if config.objective.name == "sft":
+    if config.objective.data_kind == "sft":
         items = to_conversations(rows, fmt, config.data.dataset).items
     else:
         items = [p.prompt for p in to_pairs(rows, fmt, config.data.dataset).items]
