@@ -116,27 +116,3 @@ class PackedCollator:
                 at += n
             positions[r, at:] = torch.arange(width - at)  # the tail: a segment of its own, no labels
         return {"input_ids": ids, "labels": labels, "position_ids": positions, REAL_TOKENS: sum(lengths)}
-
-
-def count_real_tokens(trainer: Any) -> None:
-    """Make the trainer's tokens-seen count (train_tokens, tokens/s) the examples' tokens, not the packed rows'.
-
-    The count travels in each batch (`REAL_TOKENS`); it is taken out when the trainer fetches an optimizer
-    step's batches, before any forward pass, and added (summed over processes) where transformers counts tokens.
-    """
-    fetch, counts = trainer.get_batch_samples, {}
-    if not callable(getattr(trainer, "_track_num_input_tokens", None)):
-        raise RuntimeError("transformers' Trainer._track_num_input_tokens is gone: update count_real_tokens")
-
-    def get_batch_samples(*args: Any, **kwargs: Any):
-        batches, items = fetch(*args, **kwargs)
-        for batch in batches:
-            counts[id(batch)] = batch.pop(REAL_TOKENS)
-        return batches, items
-
-    def track(inputs: dict[str, Any]) -> None:
-        real = torch.as_tensor(counts.pop(id(inputs)), device=trainer.args.device, dtype=torch.int64)
-        trainer.state.num_input_tokens_seen += trainer.accelerator.gather(real).sum().item()
-
-    trainer.get_batch_samples = get_batch_samples
-    trainer._track_num_input_tokens = track

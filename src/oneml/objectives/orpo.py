@@ -99,11 +99,11 @@ def chunked_forward(trainer, model, batch):
 
 def _counting_trainer():
     """ORPOTrainer's batches carry chosen_/rejected_ keys, not input_ids, so the Trainer's own token count
-    stays 0; this subclass counts the real (unpadded) tokens of both sides, for tokens/s."""
+    stays 0; this subclass adds the real (unpadded) tokens of both sides to it, for tokens/s. Its overrides are
+    listed in train/hooks.py `PATCHED` (a test checks they still exist in TRL)."""
     from trl.experimental.orpo import ORPOTrainer
 
     class CountingORPOTrainer(ORPOTrainer):
-        _total_train_tokens = 0
         chunked = False
         """True when the model carries our chunked head: the forward below then never builds the logits."""
 
@@ -116,7 +116,7 @@ def _counting_trainer():
             for side in ("chosen", "rejected"):
                 mask = inputs.get(f"{side}_attention_mask")
                 if mask is not None:
-                    self._total_train_tokens += int(mask.sum())
+                    self.state.num_input_tokens_seen += int(mask.sum())
             return super().training_step(model, inputs, *args, **kwargs)
 
     return CountingORPOTrainer

@@ -49,7 +49,7 @@ class SFTObjective(ObjectiveConfig):
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             collator = PackedCollator(pad)
             # Packed rows carry no attention mask, so transformers cannot tell their pad tails from real tokens;
-            # count_real_tokens counts the examples' tokens instead.
+            # train/hooks.py counts the examples' tokens instead.
             args = {**args, "include_num_input_tokens_seen": "all"}
         sft_args = SFTConfig(
             **args,
@@ -67,10 +67,6 @@ class SFTObjective(ObjectiveConfig):
             optimizers=optimizers,
             data_collator=collator,
         )
-        if speed.packing:
-            from oneml.data.packing import count_real_tokens
-
-            count_real_tokens(trainer)
         if speed.chunked_loss:
             from oneml.models.lm_head import install_chunked_head
 

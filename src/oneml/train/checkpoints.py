@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from oneml.tracking.system import process_alive
-from oneml.train.faults import fault
 
 KEEP = 2
 """Complete checkpoints kept: the newest, and the one before in case the newest turns out unreadable."""
-_PARTIAL = ".partial-"
+PARTIAL = ".partial-"
+"""Prefix of the folder a checkpoint is written into before its one rename (train/hooks.py)."""
 
 
 def checkpoint_dir(root: Path, run_id: str) -> Path:
@@ -31,10 +31,10 @@ def last_checkpoint(folder: Path) -> Path | None:
     if not folder.is_dir():
         return None
     done = [p for p in folder.glob("checkpoint-*") if _readable(p / "trainer_state.json")]
-    return max(done, key=_step, default=None)
+    return max(done, key=step_of, default=None)
 
 
-def _step(path: Path) -> int:
+def step_of(path: Path) -> int:
     return int(path.name.split("-")[-1])
 
 
@@ -45,42 +45,9 @@ def _readable(state: Path) -> bool:
         return False
 
 
-def atomic_saves(trainer) -> None:
-    """Make the Trainer publish each checkpoint with one rename, keep the newest ``KEEP``, and clear what a
-    killed save left behind. Wraps the trainer instance's own save: no callback runs between its writes."""
-    if trainer.args.world_size > 1:
-        # Several processes write one checkpoint (sharded states) and one renaming it could race the others, so
-        # multi-process runs keep the Trainer's in-place save; trainer_state.json, written last, marks it complete.
-        return
-    folder = Path(trainer.args.output_dir)
-    for leftover in folder.glob(f"{_PARTIAL}*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    save = trainer._save_checkpoint
-
-    def save_then_rename(model, trial):
-        staging = folder / f"{_PARTIAL}{trainer.state.global_step}"
-        shutil.rmtree(staging, ignore_errors=True)
-        trainer.args.output_dir = str(staging)
-        try:
-            save(model, trial)  # writes staging/checkpoint-N (and rotates nothing: it is alone there)
-            written = staging / f"checkpoint-{trainer.state.global_step}"
-            fault("checkpoint")
-            final = folder / written.name
-            if final.exists():  # a stale one from an earlier attempt at this step
-                _remove(final)
-            os.replace(written, final)
-        finally:
-            trainer.args.output_dir = str(folder)
-            shutil.rmtree(staging, ignore_errors=True)
-        for old in sorted(folder.glob("checkpoint-*"), key=_step)[:-KEEP]:
-            _remove(old)
-
-    trainer._save_checkpoint = save_then_rename
-
-
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
     """Rename first, so that a kill mid-delete leaves a partial folder, never a damaged ``checkpoint-N``."""
-    doomed = path.parent / f"{_PARTIAL}old-{path.name}"
+    doomed = path.parent / f"{PARTIAL}old-{path.name}"
     shutil.rmtree(doomed, ignore_errors=True)
     os.replace(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)

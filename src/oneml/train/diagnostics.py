@@ -81,29 +81,3 @@ class StopOnNonFinite(TrainerCallback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
             raise TrainingDiverged(f"training loss is {loss} at step {state.global_step}")
-
-
-def stop_on_exploding_norm(trainer, limit: float | None) -> None:
-    """Fail the run at the step whose gradient norm, before clipping, exceeds ``limit``.
-
-    Clipping bounds every update, so it hides a blown-up loss surface until the loss turns NaN several steps (or
-    never) later. Callbacks only see the gradients after clipping, hence this wraps the trainer instance's clip,
-    which returns the norm before clipping (the number logged as ``grad_norm``).
-    """
-    import math
-
-    if limit is None:
-        return
-    clip = trainer._clip_grad_norm
-
-    def clip_and_check(model):
-        norm = clip(model)
-        value = float(norm)
-        if math.isfinite(value) and value > limit:  # a non-finite norm is StopOnNonFinite's to report
-            raise TrainingDiverged(
-                f"gradient norm {value:.4g} exceeds train.max_grad_norm_stop={limit:g} at step "
-                f"{trainer.state.global_step + 1}; lower train.learning_rate or check the data"
-            )
-        return norm
-
-    trainer._clip_grad_norm = clip_and_check

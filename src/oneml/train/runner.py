@@ -355,7 +355,7 @@ def _execute(
 
 def _costs(config, setup: _Setup, trainer, timer, wall: float, memory) -> dict[str, float]:
     """Size, memory, time and throughput of a finished run."""
-    tokens = float(trainer.state.num_input_tokens_seen or getattr(trainer, "_total_train_tokens", 0) or 0)
+    tokens = float(trainer.state.num_input_tokens_seen or 0)
     metrics = setup.sizes | memory.metrics() | worlds.batch_sizes(config)
     metrics |= {"train_seconds": timer.seconds, "train_wall_seconds": wall, "train_tokens": tokens}
     metrics["tokens_per_second"] = tokens / timer.seconds if timer.seconds else 0.0
@@ -387,8 +387,8 @@ def _record_and_publish(config, setup: _Setup, trainer, recorder, staging: Path,
 
 def _build_trainer(config, setup: _Setup, recorder, staging: Path, ckpt, extra):
     from oneml.train.callbacks import MlflowMetrics, StepTimer
-    from oneml.train.checkpoints import atomic_saves
-    from oneml.train.diagnostics import EarlyLogging, StepsToThreshold, StopOnNonFinite, stop_on_exploding_norm
+    from oneml.train import hooks
+    from oneml.train.diagnostics import EarlyLogging, StepsToThreshold, StopOnNonFinite
 
     timer = StepTimer()
     callbacks: list[Any] = [MlflowMetrics(recorder), timer, EarlyLogging(), StopOnNonFinite()]
@@ -414,9 +414,10 @@ def _build_trainer(config, setup: _Setup, recorder, staging: Path, ckpt, extra):
         max_length=config.data.max_length,
         speed=setup.speed,
     )
-    stop_on_exploding_norm(trainer, config.train.max_grad_norm_stop)
-    if ckpt is not None:
-        atomic_saves(trainer)
+    hooks.install(
+        trainer, max_grad_norm_stop=config.train.max_grad_norm_stop, checkpoints=ckpt is not None,
+        packed=setup.speed.packing,
+    )  # fmt: skip
     evaluator = config.objective.evaluator(trainer, setup.data, setup.tokenizer, config.data.max_length)
     return trainer, timer, evaluator
 

@@ -1,0 +1,133 @@
+"""Every change oneml makes to a Trainer instance, in one place, and the list of what it touches.
+
+transformers and TRL give callbacks no say over three things a run needs, so three of the Trainer's own
+methods are wrapped on the instance (never on the class, so other trainers in the process are untouched):
+
+- ``_clip_grad_norm``: the gradient norm *before* clipping, to stop an exploding run (callbacks only see the
+  gradients after clipping);
+- ``_save_checkpoint``: publish each checkpoint with one rename (a kill mid-save never leaves a half checkpoint
+  that looks complete; no callback runs between its writes);
+- ``get_batch_samples`` / ``_track_num_input_tokens``: count the examples' tokens of packed batches (rows
+  without an attention mask, whose pad tails transformers would count).
+
+Two more places change a library's behaviour, and are listed here so that one test covers them all: the
+chunked LM head replaces the *model's* forward (models/lm_head.py), and ORPO's trainer is a subclass that
+overrides ``concatenated_forward`` and ``training_step`` (objectives/orpo.py). `PATCHED` names every attribute;
+tests/train/test_hooks.py checks that each still exists in the installed transformers and TRL, so an upgrade
+that renames one fails there, not silently in a run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from oneml.data.packing import REAL_TOKENS
+from oneml.train.checkpoints import KEEP, PARTIAL, remove, step_of
+from oneml.train.diagnostics import TrainingDiverged
+from oneml.train.faults import fault
+
+PATCHED: tuple[tuple[str, str], ...] = (
+    ("transformers.Trainer", "_clip_grad_norm"),
+    ("transformers.Trainer", "_save_checkpoint"),
+    ("transformers.Trainer", "get_batch_samples"),
+    ("transformers.Trainer", "_track_num_input_tokens"),
+    ("trl.experimental.orpo.ORPOTrainer", "concatenated_forward"),
+    ("trl.experimental.orpo.ORPOTrainer", "training_step"),
+)
+"""(class, attribute) of every library method oneml wraps or overrides."""
+
+
+def install(trainer: Any, *, max_grad_norm_stop: float | None, checkpoints: bool, packed: bool) -> None:
+    """Apply the run's hooks to a freshly built trainer (the runner calls this once, after the objective)."""
+    stop_on_exploding_norm(trainer, max_grad_norm_stop)
+    if checkpoints:
+        atomic_saves(trainer)
+    if packed:
+        count_real_tokens(trainer)
+
+
+def stop_on_exploding_norm(trainer, limit: float | None) -> None:
+    """Fail the run at the step whose gradient norm, before clipping, exceeds ``limit``.
+
+    Clipping bounds every update, so it hides a blown-up loss surface until the loss turns NaN several steps (or
+    never) later. Callbacks only see the gradients after clipping, hence this wraps the trainer instance's clip,
+    which returns the norm before clipping (the number logged as ``grad_norm``).
+    """
+    if limit is None:
+        return
+    clip = trainer._clip_grad_norm
+
+    def clip_and_check(model):
+        norm = clip(model)
+        value = float(norm)
+        if math.isfinite(value) and value > limit:  # a non-finite norm is StopOnNonFinite's to report
+            raise TrainingDiverged(
+                f"gradient norm {value:.4g} exceeds train.max_grad_norm_stop={limit:g} at step "
+                f"{trainer.state.global_step + 1}; lower train.learning_rate or check the data"
+            )
+        return norm
+
+    trainer._clip_grad_norm = clip_and_check
+
+
+def atomic_saves(trainer) -> None:
+    """Make the Trainer publish each checkpoint with one rename, keep the newest ``KEEP``, and clear what a
+    killed save left behind. Wraps the trainer instance's own save: no callback runs between its writes."""
+    if trainer.args.world_size > 1:
+        # Several processes write one checkpoint (sharded states) and one renaming it could race the others, so
+        # multi-process runs keep the Trainer's in-place save; trainer_state.json, written last, marks it complete.
+        return
+    folder = Path(trainer.args.output_dir)
+    for leftover in folder.glob(f"{PARTIAL}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    save = trainer._save_checkpoint
+
+    def save_then_rename(model, trial):
+        staging = folder / f"{PARTIAL}{trainer.state.global_step}"
+        shutil.rmtree(staging, ignore_errors=True)
+        trainer.args.output_dir = str(staging)
+        try:
+            save(model, trial)  # writes staging/checkpoint-N (and rotates nothing: it is alone there)
+            written = staging / f"checkpoint-{trainer.state.global_step}"
+            fault("checkpoint")
+            final = folder / written.name
+            if final.exists():  # a stale one from an earlier attempt at this step
+                remove(final)
+            os.replace(written, final)
+        finally:
+            trainer.args.output_dir = str(folder)
+            shutil.rmtree(staging, ignore_errors=True)
+        for old in sorted(folder.glob("checkpoint-*"), key=step_of)[:-KEEP]:
+            remove(old)
+
+    trainer._save_checkpoint = save_then_rename
+
+
+def count_real_tokens(trainer: Any) -> None:
+    """Make the trainer's tokens-seen count (train_tokens, tokens/s) the examples' tokens, not the packed rows'.
+
+    The count travels in each batch (`REAL_TOKENS`); it is taken out when the trainer fetches an optimizer
+    step's batches, before any forward pass, and added (summed over processes) where transformers counts tokens.
+    """
+    fetch, counts = trainer.get_batch_samples, {}
+    if not callable(getattr(trainer, "_track_num_input_tokens", None)):
+        raise RuntimeError("transformers' Trainer._track_num_input_tokens is gone: update count_real_tokens")
+
+    def get_batch_samples(*args: Any, **kwargs: Any):
+        batches, items = fetch(*args, **kwargs)
+        for batch in batches:
+            counts[id(batch)] = batch.pop(REAL_TOKENS)
+        return batches, items
+
+    def track(inputs: dict[str, Any]) -> None:
+        real = torch.as_tensor(counts.pop(id(inputs)), device=trainer.args.device, dtype=torch.int64)
+        trainer.state.num_input_tokens_seen += trainer.accelerator.gather(real).sum().item()
+
+    trainer.get_batch_samples = get_batch_samples
+    trainer._track_num_input_tokens = track
