@@ -386,8 +386,8 @@ def _record_and_publish(config, setup: _Setup, trainer, recorder, staging: Path,
 
 
 def _build_trainer(config, setup: _Setup, recorder, staging: Path, ckpt, extra):
-    from oneml.train.callbacks import MlflowMetrics, StepTimer
     from oneml.train import hooks
+    from oneml.train.callbacks import MlflowMetrics, StepTimer
     from oneml.train.diagnostics import EarlyLogging, StepsToThreshold, StopOnNonFinite
 
     timer = StepTimer()
