@@ -43,6 +43,7 @@ from oneml.analysis.tables import (
     quality_table,
     rules_table,
 )
+from oneml.analysis.tuning import sensitivity, tuning_note, tuning_table
 from oneml.errors import OnemlError
 
 MARKER = ".oneml-report"
@@ -59,6 +60,10 @@ class StudyReport:
     banner: str = ""
     rungs: Table | None = None
     """Successive halving's rungs, when the study used it."""
+    tuning: Table | None = None
+    """Each configuration's tuned value, when the study tuned them."""
+    tuning_figure: FigureOut | None = None
+    """The validation metric against the tuned value, one line per configuration."""
 
 
 def build_report(study: StudyResults, options: DecisionOptions, figures: bool = True, scope: str = "") -> StudyReport:
@@ -72,6 +77,9 @@ def build_report(study: StudyResults, options: DecisionOptions, figures: bool = 
     report.warnings = _warnings(study, analyses)
     report.banner = banner(analyses)
     report.rungs = rung_table(study)
+    report.tuning = tuning_table(study)
+    if figures:
+        report.tuning_figure = sensitivity(study, palette, scope)
     return report
 
 
@@ -107,6 +115,9 @@ def _warnings(study: StudyResults, analyses: list[Analysis]) -> list[str]:
         if differing:
             out.append(f"runs differ in {', '.join(differing)}: speed and memory may not compare like for like")
     note = halving_note(study)
+    if note:
+        out.append(note)
+    note = tuning_note(study)
     if note:
         out.append(note)
     out += _rows_note(study, analyses)
@@ -161,6 +172,7 @@ def write_report(studies: list[StudyResults], out: Path, options: DecisionOption
         "decisions.csv": _decisions_csv(reports),
     }
     svgs = {f"figures/{f.key}.svg": f.svg for r in reports for group in r.figures for f in group if f.svg}
+    svgs |= {f"figures/{r.tuning_figure.key}.svg": r.tuning_figure.svg for r in reports if r.tuning_figure}
     _publish(out, files | svgs)
     return {name: out / name for name in files}
 
@@ -228,6 +240,10 @@ def _study_html(r: StudyReport, options: DecisionOptions, scope: str = "") -> st
         parts += [html.table(t, scope=sc) for t in (quality_table(a), cost_table(a), comparison_table(a))]
     if r.rungs:
         parts.append(html.table(r.rungs, heading=2, scope=scope))
+    if r.tuning:
+        parts.append(html.table(r.tuning, heading=2, scope=scope))
+    if r.tuning_figure:
+        parts.append(html.figure(r.tuning_figure))
     for a, figs in zip(r.analyses, r.figures, strict=False):
         parts.append(f"<h2>Figures{' — ' + html.escape(group_title(a)) if multi else ''}</h2>")
         parts += [html.figure(f) for f in figs]
@@ -286,6 +302,11 @@ def _study_markdown(r: StudyReport, options: DecisionOptions) -> list[str]:
             out += [f.caption, ""] if f.caption and f.svg else []
     if r.rungs:
         out.append(_md_table(r.rungs))
+    if r.tuning:
+        out.append(_md_table(r.tuning))
+    if r.tuning_figure:
+        f = r.tuning_figure
+        out += [f"### {f.title}", "", f"![{f.title}](figures/{f.key}.svg)", "", f.caption, ""]
     if s.excluded:
         out.append(_md_table(excluded_table(s)))
     return out

@@ -9,7 +9,8 @@ Only FINISHED runs enter the statistics; the others (failed, killed, still runni
 ``oneml.pruned=true`` whatever its status, since a pruned run stopped early) are kept aside, counted and
 listed, with the reason from ``oneml.failure`` or ``oneml.pruned_reason``. When one configuration has
 several finished runs for one seed (a rerun), the newest counts, since a rerun is what its author meant
-to keep.
+to keep. Tuning runs (tagged ``oneml.tuning=true``, see `oneml.analysis.tuning`) chose a configuration's value
+and are no result of it: they are in no configuration and not among the excluded, only in ``tuning``.
 """
 
 from __future__ import annotations
@@ -113,6 +114,8 @@ class StudyResults:
     parent_tags: dict[str, str] = field(default_factory=dict)
     """Tags of the study's parent run (settings the study recorded for its report, e.g. halving); empty when
     there is none (an experiment, or a study recorded before parents existed)."""
+    tuning: list[RunData] = field(default_factory=list)
+    """The study's tuning runs, newest first (any status): the report's tuning section reads them, nothing else."""
 
     @property
     def runs(self) -> list[RunData]:
@@ -182,7 +185,11 @@ def load_experiment(name: str, uri: str, *, artifacts: bool = True) -> StudyResu
 
 def _assemble(client, name: str, source: str, uri: str, mlflow_runs: list[Any], artifacts: bool) -> StudyResults:
     parents = [r for r in mlflow_runs if r.data.tags.get("oneml.study_parent", "").lower() == "true"]
-    runs = [_run_data(r) for r in mlflow_runs if r not in parents]
+    from oneml.analysis.tuning import is_tuning  # the tuning section imports this module
+
+    everyone = [_run_data(r) for r in mlflow_runs if r not in parents]
+    tuning = [r for r in everyone if is_tuning(r.tags)]
+    runs = [r for r in everyone if not is_tuning(r.tags)]
     finished = [r for r in runs if r.analysed]
     excluded = [r for r in runs if not r.analysed]
     if not finished:
@@ -194,7 +201,7 @@ def _assemble(client, name: str, source: str, uri: str, mlflow_runs: list[Any], 
         _load_details(client, run, artifacts, notes)
     parent_tags = dict(parents[0].data.tags) if parents else {}
     configs = _configurations(kept + _failures(excluded, kept), source)
-    return StudyResults(name, source, uri, configs, excluded, notes, parent_tags)
+    return StudyResults(name, source, uri, configs, excluded, notes, parent_tags, tuning)
 
 
 def _failures(excluded: list[RunData], finished: list[RunData]) -> list[RunData]:

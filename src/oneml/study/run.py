@@ -1,19 +1,20 @@
 """Running a study: expand, skip what is finished, hand the rest to an executor, record every outcome.
 
 Running again is resuming: finished and pruned runs are skipped, interrupted ones continue from their last
-checkpoint, failed ones are retried.
+checkpoint, failed ones are retried. A study with stages (`from:`) or tuning (`tune:`) runs level by level
+(`oneml.study.stages.run_levels`): sources first, then each level's tuning runs, then its final runs.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from oneml.errors import Interrupted
 from oneml.study.executors import EXECUTORS, ExecutorOptions
-from oneml.study.expand import Trial, expand
+from oneml.study.expand import PENDING, Trial
 from oneml.study.halving import Rung, check_metric, ranking_rungs, run_halving
 from oneml.study.spec import Halving, StudySpec
 from oneml.study.state import read_entry, record, root_of, state
@@ -30,13 +31,19 @@ class StudyResult:
     history: list[list[str]] = field(default_factory=list)
     evaluated: dict[str, str] = field(default_factory=dict)
     """Run id -> evaluated / skipped / the failure reason, when the study has an eval stage."""
+    tuning: list[Trial] = field(default_factory=list)
+    """The tuning trials (never in `trials`/`states`: they are not the study's comparison)."""
+    tuning_steps: int = 0
+    """Of steps_trained, those the tuning runs trained."""
+    blocked: list[str] = field(default_factory=list)
+    """Configurations that could not run, and why (a stage's source never finished, no tuning candidate did)."""
 
 
 def _with_parent(trial: Trial, parent_id: str) -> Trial:
     tracking = trial.config.tracking
     tags = {**tracking.tags, "mlflow.parentRunId": parent_id}
     config = trial.config.model_copy(update={"tracking": tracking.model_copy(update={"tags": tags})})
-    return Trial(trial.track, trial.grid, trial.seed, config)
+    return replace(trial, config=config)
 
 
 class _Tracker:
@@ -95,6 +102,24 @@ class _Tracker:
         steps = ranking_rungs(halving, max_steps)
         self.recorder.set_tags(halving_tags(halving.min_steps, halving.eta, halving.metric, steps))
 
+    def tune(self, spec: StudySpec) -> None:
+        """The tuning settings on the parent run, for the report's tuning section."""
+        from oneml.analysis.tuning import tune_tags
+        from oneml.study.expand import tuning_steps
+
+        tune = spec.tune
+        halving = (tune.halving.min_steps, tune.halving.eta) if tune.halving else None
+        tags = tune_tags(tune.model_dump(mode="json")["grid"], tune.metric, tune.seeds, tuning_steps(spec), halving)
+        self.recorder.set_tags(tags)
+
+    def tag(self, trial: Trial, tags: dict[str, str]) -> None:
+        """Tags set on a trial's run after it ran (a tuning run learns which final configuration it chose for)."""
+        from mlflow.entities import RunTag
+
+        run_id = self.trial_run(trial)
+        if run_id is not None:
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
     def rung(self, trial: Trial, rung: Rung) -> None:
         """One rung's value and decision on the trial's run; a resume sets the same tags again (no duplicates)."""
         from mlflow.entities import RunTag
@@ -128,9 +153,11 @@ class _Tracker:
 def run_study(
     spec: StudySpec, executor: str | None = None, options: ExecutorOptions | None = None, console=None, progress=True
 ) -> StudyResult:
+    from oneml.study.expand import plan
     from oneml.study.progress import StudyProgress
+    from oneml.study.stages import recorded_known, run_levels
 
-    trials = expand(spec)  # every config validated before anything runs
+    tuning, trials = plan(spec)  # every config validated, stages and tuning checked, before anything runs
     if spec.halving:
         check_metric(spec.halving, trials)
     if spec.eval:
@@ -142,19 +169,23 @@ def run_study(
     tracker = _Tracker(spec, trials[0])
     if spec.halving:
         tracker.halving(spec.halving, trials[0].config.train.max_steps)
-    trials = [_with_parent(t, tracker.parent_id) for t in trials]
-    by_id = {t.run_id: t for t in trials}
-    spent = 0
-    view = StudyProgress(trials, console, enabled=progress)
+    if spec.tune:
+        tracker.tune(spec)
+    by_id: dict[str, Trial] = {}
+    spent, tuning_spent = 0, 0
+    if tuning or any(t.provisional for t in trials):  # what earlier runs decided, so that the view counts it done
+        tuning, trials = plan(spec, recorded_known(spec, trials))
+    view = StudyProgress(tuning + trials, console, enabled=progress)
 
     def execute(pairs: list[tuple[Trial, int | None]]) -> None:
         jobs = [Job(t.config.to_dict(), stop, t.label) for t, stop in pairs]
         run(jobs, options, lambda job: view.started(job.label), done)
 
     def done(job: Job, outcome: dict[str, Any]) -> None:
-        nonlocal spent
+        nonlocal spent, tuning_spent
         trial = by_id[outcome["run_id"]]
         spent += outcome["steps_trained"]
+        tuning_spent += outcome["steps_trained"] if trial.tuning else 0
         entry = read_entry(trial)
         steps = entry.get("steps_trained", 0) + outcome["steps_trained"]
         rungs = entry.get("rungs", {})
@@ -172,16 +203,22 @@ def run_study(
             _drop_weights(trial)
         view.finished(trial.label, "pruned")
 
-    history: list[list[str]] = []
+    def phase(batch: list[Trial], halving: Halving | None) -> list[list[str]]:
+        """Run a batch of trials (one level's tuning runs or final runs), with halving when given."""
+        batch = [_with_parent(t, tracker.parent_id) for t in batch]
+        by_id.update({t.run_id: t for t in batch})
+        if halving:
+            return run_halving(batch, halving, execute, prune, tracker.rung)
+        execute([(t, None) for t in batch if state(t) not in ("finished", "pruned")])
+        return []
+
     try:
         with view:
-            if spec.halving:
-                history = run_halving(trials, spec.halving, execute, prune, tracker.rung)
-            else:
-                execute([(t, None) for t in trials if state(t) not in ("finished", "pruned")])
+            levels = run_levels(spec, phase, tracker.tag)
     except (KeyboardInterrupt, Interrupted) as err:  # the executor has stopped the trials in flight
         tracker.interrupted(str(err) or "interrupted (Ctrl-C)")
         raise
+    trials, history = [by_id.get(t.run_id, t) for t in levels.finals], levels.history
     states = {t.run_id: state(t) for t in trials}
     evaluated = {}
     if spec.eval:
@@ -189,7 +226,8 @@ def run_study(
 
         evaluated = evaluate_trials(spec.eval, trials, states, console if progress else None)
     tracker.close(states)
-    return StudyResult(trials, states, spent, history, evaluated)
+    tuned = [by_id.get(t.run_id, t) for t in levels.tuning]
+    return StudyResult(trials, states, spent, history, evaluated, tuned, tuning_spent, levels.blocked)
 
 
 def _drop_weights(trial: Trial) -> None:
@@ -200,18 +238,34 @@ def _drop_weights(trial: Trial) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _waiting(spec: StudySpec, trial: Trial) -> str:
+    source = spec.tracks[trial.track].from_
+    if source is not None and trial.config.model.adapter.startswith(PENDING):
+        return f"waits for track {source.track}"
+    return "waits for its tuning"
+
+
 def study_status(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every trial's row: tuning trials first (track '<track> (tuning)'), then the final ones; a final trial whose
+    source or tuned value is not decided yet is 'waiting'."""
+    from oneml.study.expand import plan
+    from oneml.study.stages import recorded_known
+
+    tuning, trials = plan(spec)
+    if tuning or any(t.provisional for t in trials):
+        tuning, trials = plan(spec, recorded_known(spec, trials))
     rows = []
-    for trial in expand(spec):
+    for trial in tuning + trials:
         entry = read_entry(trial)
+        waiting = _waiting(spec, trial) if trial.provisional else ""
         rows.append(
             dict(
-                track=trial.track,
+                track=f"{trial.track} (tuning)" if trial.tuning else trial.track,
                 grid=trial.grid,
                 seed=trial.seed,
                 run_id=trial.run_id,
-                state=state(trial),
-                reason=entry.get("reason", ""),
+                state="waiting" if trial.provisional else state(trial),
+                reason=waiting or entry.get("reason", ""),
                 steps=entry.get("steps_trained", 0),
             )  # fmt: skip
         )

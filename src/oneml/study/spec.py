@@ -1,23 +1,44 @@
 """The study YAML: a base run config, named tracks (each a grid over dotted keys), seeds, a budget,
-executor settings and optional successive halving. Validated at load; errors name the field."""
+executor settings, optional successive halving, per-configuration tuning (`tune:`) and stages (a track
+that starts `from:` another track's result). Validated at load; errors name the field."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from oneml.config import load_yaml
 from oneml.errors import OnemlError
 from oneml.schema import Section, validate
 
 
+class From(Section):
+    track: str
+    """The track whose result this track starts from (it runs first)."""
+    pick: Literal["best", "each"] = "best"
+    """best: the source track's best configuration by `metric` on the validation rows (mean over its finished
+    seeds), its lowest finished seed's run; each: one stage per source configuration (its lowest finished seed)."""
+    metric: str | None = None
+    """Validation metric that picks `best` (default: tune.metric when tuned, else halving.metric, else eval_loss)."""
+
+    @field_validator("metric")
+    @classmethod
+    def _validation(cls, key: str | None) -> str | None:
+        return key if key is None else _rung_metric(key)
+
+
 class Track(Section):
+    model_config = ConfigDict(populate_by_name=True)
+
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     """Dotted config keys and the values to try, e.g. {method.name: [lora, pissa], method.r: [16, 32]}."""
     base: dict[str, Any] = Field(default_factory=dict)
     """Overrides of the study's base for this track only (a run config mapping)."""
+    from_: From | None = Field(default=None, alias="from")
+    """A stage: start every run from another track's result, e.g. {track: sft, pick: best} (sets model.adapter
+    to that run; this track waits for it)."""
 
     @field_validator("grid")
     @classmethod
@@ -63,7 +84,7 @@ RUNG_METRICS: dict[str, tuple[str, ...]] = {
     "preference": ("eval_loss", "eval_preference_accuracy", "eval_reward_margin"),
 }
 """The quality metrics a paused run records at a rung, by objective data kind: its evaluation (the token
-evaluation of eval/perplexity.py; the preference scores of objectives/dpo.py and orpo.py) whose direction the
+evaluation of objectives/token_eval.py; the preference scores of objectives/dpo.py and orpo.py) whose direction the
 analysis registry knows. The other numbers a rung records (eval seconds, pair counts, ...) rank nothing."""
 
 
@@ -79,10 +100,71 @@ class Halving(Section):
     @field_validator("metric")
     @classmethod
     def _recorded(cls, key: str) -> str:
-        known = list(dict.fromkeys(k for keys in RUNG_METRICS.values() for k in keys))
-        if key not in known:
-            raise ValueError(f"must be one of {', '.join(known)}")
-        return key
+        return _rung_metric(key)
+
+
+def _rung_metric(key: str) -> str:
+    """A metric some objective records at a rung and at the end, on the validation rows (never a test_* one)."""
+    known = list(dict.fromkeys(k for keys in RUNG_METRICS.values() for k in keys))
+    if key not in known:
+        raise ValueError(f"must be one of {', '.join(known)}")
+    return key
+
+
+STUDY_KEYS = ("train.max_steps", "train.seed", "train.save_steps")
+"""Run config keys the study sets itself (budget, seeds, save_steps): no grid of tune: may set them."""
+
+
+class Tune(Section):
+    grid: dict[str, list[Any]]
+    """Dotted config keys and candidate values, e.g. {train.learning_rate: [5e-5, 1e-4, 2e-4]}: every configuration
+    of every tuned track gets its own best combination (on the validation rows), then runs it with every study seed."""
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    """Seeds of the tuning runs; a candidate's score is its mean over them."""
+    budget: Budget | None = None
+    """Steps of each tuning run (default: the study's budget)."""
+    metric: str = "eval_loss"
+    """Validation metric that picks the best value, in its own direction (eval_loss lower, eval_token_accuracy
+    higher is better)."""
+    halving: Halving | None = None
+    """Successive halving among each configuration's candidates (ranks by tune.metric)."""
+    tracks: list[str] | None = None
+    """Tracks to tune (default: every track)."""
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if not grid:
+            raise ValueError("needs at least one key and its candidate values")
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"{key}: needs at least one value")
+            if key in STUDY_KEYS:
+                raise ValueError(f"{key}: set by the study (budget, seeds, save_steps), not tunable")
+        return grid
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError("must be a non-empty list of distinct integers")
+        return seeds
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, key: str) -> str:
+        return _rung_metric(key)
+
+    @field_validator("halving")
+    @classmethod
+    def _halving_metric(cls, halving: Halving | None, info: ValidationInfo) -> Halving | None:
+        """Halving inside tuning ranks by the tuning metric; a different one given explicitly is a contradiction."""
+        metric = info.data.get("metric", "eval_loss")
+        if halving is None or halving.metric == metric:
+            return halving
+        if "metric" in halving.model_fields_set:
+            raise OnemlError(f"tune.halving.metric: must be tune.metric ({metric}) or left out, got {halving.metric!r}")
+        return halving.model_copy(update={"metric": metric})
 
 
 class EvalStage(Section):
@@ -117,6 +199,9 @@ class StudySpec(Section):
     """An evaluation stage: benchmarks run on each finished run (their scores join the report)."""
     save_steps: int | None = Field(default=None, gt=0)
     """Checkpoint interval of every run, so an interrupted run resumes (default: about a quarter of the budget)."""
+    tune: Tune | None = None
+    """Per-configuration tuning: each configuration's own best value of the tune.grid keys, chosen on the
+    validation rows by short tuning runs (tagged oneml.tuning, never in the comparison), then its final runs."""
     margin: str | float | dict[str, float] | None = None
     """Equivalence margin of the decision guide: '1%' (of the best mean) or metric units (0.02); recorded with
     the study, so its reports use it unless `oneml report --margin` says otherwise. Default 1%."""
@@ -144,6 +229,16 @@ class StudySpec(Section):
     def _rungs(self) -> StudySpec:
         if self.halving and self.budget and self.halving.min_steps >= self.budget.max_steps:
             raise ValueError(f"halving.min_steps must be below budget.max_steps ({self.budget.max_steps})")
+        return self
+
+    @model_validator(mode="after")
+    def _stages_and_tuning(self) -> StudySpec:
+        from oneml.study.stages import check_sources
+        from oneml.study.tune import check_tune
+
+        check_sources(self)
+        if self.tune is not None:
+            check_tune(self)
         return self
 
 
