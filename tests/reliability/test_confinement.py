@@ -49,9 +49,9 @@ def test_hostile_run_experiment_and_tag_names_write_nothing_outside_the_root(tmp
 
 
 def test_diagnostics_names_are_confined_to_the_diagnostics_folder(tmp_path):
-    from oneml.train.runner import _Sink
+    from oneml.train.context import Sink
 
-    sink = _Sink()
+    sink = Sink()
     sink.attach(recorder=type("R", (), {"log_metrics": lambda *a: None})(), folder=tmp_path / "diagnostics")
     sink.log_json("kappa.json", {"ok": 1})
     with pytest.raises(OnemlError, match="diagnostics: '../../evil.json'"):

@@ -126,7 +126,7 @@ def test_error_before_run_records_nothing(tmp_path):
 def test_failure_during_run_is_marked_failed(tmp_path, monkeypatch):
     from oneml.objectives.sft import SFTObjective
 
-    def broken(self, **kwargs):
+    def broken(self, inputs):
         raise RuntimeError("simulated crash")
 
     monkeypatch.setattr(SFTObjective, "build_trainer", broken)

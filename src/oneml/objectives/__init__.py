@@ -29,6 +29,27 @@ class Speed:
         return tags | {f"oneml.switch.{k}_off_reason": v for k, v in reasons.items() if v}
 
 
+@dataclass(frozen=True)
+class TrainerInputs:
+    """Everything the runner hands an objective to build its trainer with."""
+
+    model: Any
+    """The model after the method applied (a peft model for adapter methods)."""
+    tokenizer: Any
+    train_dataset: Any
+    eval_dataset: Any
+    args: dict[str, Any]
+    """Trainer arguments common to every objective (train/arguments.py)."""
+    callbacks: list[Any]
+    optimizers: tuple[Any, Any]
+    """(optimizer or None, scheduler or None): a method's own parameter groups (LoRA+) come as an optimizer."""
+    max_length: int
+    speed: Speed
+    """Whether to pack batches and to use the chunked LM head (resolved for this model)."""
+    ref_model: Any = None
+    """DPO's frozen reference copy, when the objective asked for one (`reference_model`)."""
+
+
 class ObjectiveConfig(Section):
     name: str
     data_kind: ClassVar[str] = "sft"
@@ -67,9 +88,8 @@ class ObjectiveConfig(Section):
         """A frozen reference built from the starting model (before the method applies), or None."""
         return None
 
-    def build_trainer(self, **kwargs: Any) -> Any:
-        """Return a transformers Trainer for this objective (see `oneml.train.runner`); ``speed`` (a `Speed`)
-        says whether to pack batches and to use the chunked head."""
+    def build_trainer(self, inputs: TrainerInputs) -> Any:
+        """Return a transformers Trainer for this objective (see `oneml.train.runner`)."""
         raise NotImplementedError
 
     def evaluator(self, trainer: Any, data: Any, tokenizer: Any, max_length: int) -> Any:

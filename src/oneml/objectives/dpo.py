@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from oneml.errors import OnemlError
-from oneml.objectives import OBJECTIVES
+from oneml.objectives import OBJECTIVES, TrainerInputs
 from oneml.objectives.losses import dpo_loss
 from oneml.objectives.preference import (
     PreferenceObjective,
@@ -58,30 +58,27 @@ class DPOObjective(PreferenceObjective):
             param.requires_grad_(False)
         return ref
 
-    def build_trainer(
-        self, *, model, tokenizer, train_dataset, eval_dataset, args, callbacks, optimizers, ref_model, max_length,
-        speed=None,
-    ):  # fmt: skip
+    def build_trainer(self, inputs: TrainerInputs):
         from trl import DPOConfig, DPOTrainer
 
         dpo_args = DPOConfig(
-            **trainer_common_args(args, max_length),
+            **trainer_common_args(inputs.args, inputs.max_length),
             beta=self.beta,
             label_smoothing=self.label_smoothing,
             loss_type=["robust"] if self.label_smoothing else ["sigmoid"],
             precompute_ref_log_probs=self.reference == "precomputed",
         )
         trainer = DPOTrainer(
-            model=model,
-            ref_model=ref_model,
+            model=inputs.model,
+            ref_model=inputs.ref_model,
             args=dpo_args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=tokenizer,
-            callbacks=callbacks,
-            optimizers=optimizers,
+            train_dataset=inputs.train_dataset,
+            eval_dataset=inputs.eval_dataset,
+            processing_class=inputs.tokenizer,
+            callbacks=inputs.callbacks,
+            optimizers=inputs.optimizers,
         )
-        if speed is not None and speed.chunked_loss:
+        if inputs.speed.chunked_loss:
             from oneml.models.lm_head import install_chunked_head
 
             # TRL logs the policy's entropy, mean logit and top-1 accuracy; of the reference it reads log-probs only.

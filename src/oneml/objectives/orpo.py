@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from oneml.objectives import OBJECTIVES
+from oneml.objectives import OBJECTIVES, TrainerInputs
 from oneml.objectives.losses import orpo_loss
 from oneml.objectives.preference import (
     PreferenceObjective,
@@ -32,23 +32,20 @@ class ORPOObjective(PreferenceObjective):
     lambda_: float = Field(default=0.1, gt=0, alias="lambda")
     """Weight of the odds-ratio term against the SFT term (`lambda` in YAML)."""
 
-    def build_trainer(
-        self, *, model, tokenizer, train_dataset, eval_dataset, args, callbacks, optimizers, ref_model, max_length,
-        speed=None,
-    ):  # fmt: skip
+    def build_trainer(self, inputs: TrainerInputs):
         from trl.experimental.orpo import ORPOConfig
 
-        orpo_args = ORPOConfig(**trainer_common_args(args, max_length), beta=self.lambda_)
+        orpo_args = ORPOConfig(**trainer_common_args(inputs.args, inputs.max_length), beta=self.lambda_)
         trainer = _counting_trainer()(
-            model=model,
+            model=inputs.model,
             args=orpo_args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=tokenizer,
-            callbacks=callbacks,
-            optimizers=optimizers,
+            train_dataset=inputs.train_dataset,
+            eval_dataset=inputs.eval_dataset,
+            processing_class=inputs.tokenizer,
+            callbacks=inputs.callbacks,
+            optimizers=inputs.optimizers,
         )
-        if speed is not None and speed.chunked_loss:
+        if inputs.speed.chunked_loss:
             from oneml.models.lm_head import install_chunked_head
 
             install_chunked_head(trainer.model, stats=("mean_logits",))

@@ -10,9 +10,9 @@ over padding-free packed batches (`oneml.data.packing`) and through our chunked 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from oneml.objectives import OBJECTIVES, ObjectiveConfig, Speed
+from oneml.objectives import OBJECTIVES, ObjectiveConfig, TrainerInputs
 
 
 class SFTObjective(ObjectiveConfig):
@@ -25,23 +25,10 @@ class SFTObjective(ObjectiveConfig):
 
         return prepare_sft(data_cfg, tokenizer)
 
-    def build_trainer(
-        self,
-        *,
-        model,
-        tokenizer,
-        train_dataset,
-        eval_dataset,
-        args: dict[str, Any],
-        callbacks,
-        optimizers,
-        ref_model,
-        max_length,
-        speed: Speed | None = None,
-    ):
+    def build_trainer(self, inputs: TrainerInputs):
         from trl import SFTConfig, SFTTrainer
 
-        speed = speed or Speed()
+        speed, args, tokenizer = inputs.speed, inputs.args, inputs.tokenizer
         collator = None
         if speed.packing:
             from oneml.data.packing import PackedCollator
@@ -58,13 +45,13 @@ class SFTObjective(ObjectiveConfig):
             remove_unused_columns=False,
         )
         trainer = SFTTrainer(
-            model=model,
+            model=inputs.model,
             args=sft_args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
+            train_dataset=inputs.train_dataset,
+            eval_dataset=inputs.eval_dataset,
             processing_class=tokenizer,
-            callbacks=callbacks,
-            optimizers=optimizers,
+            callbacks=inputs.callbacks,
+            optimizers=inputs.optimizers,
             data_collator=collator,
         )
         if speed.chunked_loss:

@@ -22,7 +22,6 @@ from oneml.config import RunConfig
 from oneml.distributed import strategies
 from oneml.distributed import world as worlds
 from oneml.errors import Interrupted, OnemlError
-from oneml.paths import confined
 from oneml.train.arguments import progress_bar, switches, trainer_args
 from oneml.train.checkpoints import (
     StopAt,
@@ -33,6 +32,7 @@ from oneml.train.checkpoints import (
     rung_file,
     write_json,
 )
+from oneml.train.context import RunContext, Setup, Sink
 from oneml.train.faults import fault
 from oneml.train.guard import RunGuard, check_disk, explain, guarded, release_memory
 
@@ -145,8 +145,9 @@ def train(
     # Only a call that can reach max_steps prepares the test evaluation: a paused one (a halving rung) never
     # touches the test rows, not even to score DPO's reference on them.
     final = stop_at is None or stop_at >= config.train.max_steps
+    run = RunContext(config, setup, device, recorder, uri, run_dir, staging, ckpt, console, progress, extra, final)
     try:
-        return _execute(config, setup, recorder, run_dir, staging, uri, progress, console, extra, ckpt, final)
+        return _execute(run)
     except BaseException as err:  # KeyboardInterrupt too: the run must not stay RUNNING
         shutil.rmtree(staging, ignore_errors=True)
         failure = explain(err, config, guard.step, root)  # out of memory, disk full: one actionable line
@@ -194,47 +195,7 @@ def _start_or_continue(recorder, ckpt: Path | None, name: str, tags: dict[str, s
         write_json(ckpt / "mlflow.json", {"run_id": recorder.run_id})
 
 
-class _Sink:
-    """Where methods' diagnostics go. The method is applied before the MLflow run exists (so that a bad
-    input records nothing), hence metrics are buffered until the recorder is attached."""
-
-    def __init__(self):
-        self.recorder: Any = None
-        self.folder: Path | None = None
-        self._pending: list[tuple[dict[str, float], int]] = []
-
-    def attach(self, recorder, folder: Path) -> None:
-        self.recorder, self.folder = recorder, folder
-        for metrics, step in self._pending:
-            recorder.log_metrics(metrics, step)
-        self._pending.clear()
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if self.recorder is None:
-            self._pending.append((metrics, step))
-        else:
-            self.recorder.log_metrics(metrics, step)
-
-    def log_json(self, name: str, payload: Any) -> None:
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            confined(self.folder, name, "diagnostics").write_text(json.dumps(payload))
-
-
-@dataclass
-class _Setup:
-    model: Any
-    tokenizer: Any
-    data: Any
-    dtype: Any
-    sizes: dict[str, float]
-    ctx: Any
-    sink: _Sink
-    reference: Any = None
-    speed: Any = None
-
-
-def _setup(config: RunConfig, device: str, console) -> _Setup:
+def _setup(config: RunConfig, device: str, console) -> Setup:
     """Load, prepare and check everything; any user error surfaces here, before a run is recorded."""
     from transformers import set_seed
 
@@ -242,7 +203,7 @@ def _setup(config: RunConfig, device: str, console) -> _Setup:
     from oneml.models import describe_model, load_model_and_tokenizer
     from oneml.train.start import start_from
 
-    sink = _Sink()
+    sink = Sink()
     t = config.train
     ctx = MethodContext(
         max_steps=t.max_steps,
@@ -273,10 +234,10 @@ def _setup(config: RunConfig, device: str, console) -> _Setup:
     set_seed(config.train.seed)  # the adapter's random init must not depend on what loading consumed
     model = config.method.apply(model, ctx)
     speed = config.objective.speed(model, config)
-    return _Setup(model, tokenizer, data, dtype, describe_model(model), ctx, sink, reference, speed)
+    return Setup(model, tokenizer, data, dtype, describe_model(model), ctx, sink, reference, speed)
 
 
-def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
+def _tags(config: RunConfig, setup: Setup, device: str) -> dict[str, str]:
     from oneml.tracking.system import hardware, package_versions, process_tags
 
     tags = {"oneml.run_id": config.run_id, "oneml.config_id": config.config_id}
@@ -291,21 +252,22 @@ def _tags(config: RunConfig, setup: _Setup, device: str) -> dict[str, str]:
     return tags | switches(config, setup.dtype, setup.speed) | dict(config.tracking.tags)
 
 
-def _execute(
-    config, setup: _Setup, recorder, run_dir, staging: Path, uri, progress, console, extra, ckpt, final: bool
-) -> RunResult:
+def _execute(run: RunContext) -> RunResult:
     from transformers import PrinterCallback
 
     from oneml.tracking.store import flatten
     from oneml.train.callbacks import PeakMemory, PeriodicEval, RichProgress
 
+    config, setup, recorder, staging, ckpt, console = (
+        run.config, run.setup, run.recorder, run.staging, run.ckpt, run.console,
+    )  # fmt: skip
     recorder.log_params(flatten(config.to_dict()))
     recorder.log_params({f"data.stats.{k}": str(v) for k, v in setup.data.stats.items()})
     recorder.log_metrics(setup.sizes | worlds.batch_sizes(config), step=0)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     setup.sink.attach(recorder, staging / "diagnostics")
-    trainer, timer, evaluator = _build_trainer(config, setup, recorder, staging, ckpt, extra)
+    trainer, timer, evaluator = _build_trainer(run)
     recorder.set_tags(worlds.engine_tags(config, trainer))
 
     def run_eval(step: int) -> dict[str, float]:
@@ -319,12 +281,12 @@ def _execute(
     resume = last_checkpoint(ckpt) if ckpt is not None else None
     start_step = int(resume.name.split("-")[-1]) if resume else 0
     metrics: dict[str, float] = {}
-    tester = _TestEvaluation(config, setup, trainer) if final and setup.data.test is not None else None
+    tester = _TestEvaluation(config, setup, trainer) if run.final and setup.data.test is not None else None
     with console.status("scoring the reference"):
         evaluator.prepare()
         if tester is not None:  # the reference is the starting model, so it is scored before any step
             tester.evaluator.prepare()
-    with progress_bar(progress, console) as bar:
+    with progress_bar(run.progress, console) as bar:
         if config.train.eval_before:
             metrics |= _initial_eval(run_eval, ckpt, resume is not None, console)
             fault("eval")
@@ -339,38 +301,39 @@ def _execute(
 
     steps = trainer.state.global_step
     if steps < config.train.max_steps:
-        return _pause(config, setup, recorder, run_dir, staging, uri, ckpt, metrics, steps, steps - start_step)
+        return _pause(run, metrics, steps, steps - start_step)
     if tester is not None:
         with console.status("evaluating on the test rows"):
             metrics |= tester()
-    metrics |= _costs(config, setup, trainer, timer, wall, memory)
+    metrics |= _costs(run, trainer, timer, wall, memory)
     recorder.log_metrics(metrics, step=steps)
 
-    _record_and_publish(config, setup, trainer, recorder, staging, run_dir, ckpt, metrics)
+    _record_and_publish(run, trainer, metrics)
     return RunResult(
-        config.run_id, recorder.run_id, run_dir, uri, metrics, setup.data.stats, config, trainer.model,
+        config.run_id, recorder.run_id, run.run_dir, run.uri, metrics, setup.data.stats, config, trainer.model,
         setup.tokenizer, steps_trained=steps - start_step,
     )  # fmt: skip
 
 
-def _costs(config, setup: _Setup, trainer, timer, wall: float, memory) -> dict[str, float]:
+def _costs(run: RunContext, trainer, timer, wall: float, memory) -> dict[str, float]:
     """Size, memory, time and throughput of a finished run."""
     tokens = float(trainer.state.num_input_tokens_seen or 0)
-    metrics = setup.sizes | memory.metrics() | worlds.batch_sizes(config)
+    metrics = run.setup.sizes | memory.metrics() | worlds.batch_sizes(run.config)
     metrics |= {"train_seconds": timer.seconds, "train_wall_seconds": wall, "train_tokens": tokens}
     metrics["tokens_per_second"] = tokens / timer.seconds if timer.seconds else 0.0
     metrics["steps"] = float(trainer.state.global_step)
     return metrics
 
 
-def _record_and_publish(config, setup: _Setup, trainer, recorder, staging: Path, run_dir: Path, ckpt, metrics) -> None:
+def _record_and_publish(run: RunContext, trainer, metrics: dict[str, float]) -> None:
     """Outputs first, then the atomic publish, then FINISHED: a run marked finished always has its files."""
+    config, recorder, staging, run_dir, ckpt = run.config, run.recorder, run.staging, run.run_dir, run.ckpt
     if not worlds.current().is_main:  # rank 0 publishes; the others only join a collective save
         if config.train.save_adapter:
             worlds.collective_save(config, trainer, staging / "model")
         shutil.rmtree(staging, ignore_errors=True)
         return
-    _write_outputs(config, setup, trainer, staging, metrics)
+    _write_outputs(config, run.setup, trainer, staging, metrics)
     if config.train.save_adapter:
         recorder.log_artifacts(staging / "model", "model")
     if (staging / "diagnostics").is_dir():
@@ -385,35 +348,38 @@ def _record_and_publish(config, setup: _Setup, trainer, recorder, staging: Path,
     recorder.finish()
 
 
-def _build_trainer(config, setup: _Setup, recorder, staging: Path, ckpt, extra):
+def _build_trainer(run: RunContext):
+    from oneml.objectives import TrainerInputs
     from oneml.train import hooks
     from oneml.train.callbacks import MlflowMetrics, StepTimer
     from oneml.train.diagnostics import EarlyLogging, StepsToThreshold, StopOnNonFinite
 
+    config, setup, recorder, ckpt = run.config, run.setup, run.recorder, run.ckpt
     timer = StepTimer()
     callbacks: list[Any] = [MlflowMetrics(recorder), timer, EarlyLogging(), StopOnNonFinite()]
     if config.train.loss_threshold is not None:
         callbacks.append(StepsToThreshold(config.train.loss_threshold, recorder.log_metrics))
-    callbacks += config.method.callbacks(setup.model, setup.ctx) + list(extra)
+    callbacks += config.method.callbacks(setup.model, setup.ctx) + list(run.callbacks)
     groups = config.method.optimizer_groups(setup.model, config.train.learning_rate)
     optimizer = None
     if groups is not None:
         import torch
 
         optimizer = torch.optim.AdamW(groups, lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
-    output_dir = ckpt if ckpt is not None else staging / "trainer"
-    trainer = config.objective.build_trainer(
+    output_dir = ckpt if ckpt is not None else run.staging / "trainer"
+    inputs = TrainerInputs(
         model=setup.model,
         tokenizer=setup.tokenizer,
         train_dataset=setup.data.train,
         eval_dataset=setup.data.eval,
-        args=trainer_args(config, resolve_device(config.train.device), setup.dtype, output_dir),
+        args=trainer_args(config, run.device, setup.dtype, output_dir),
         callbacks=callbacks,
         optimizers=(optimizer, None),
-        ref_model=setup.reference,
         max_length=config.data.max_length,
         speed=setup.speed,
+        ref_model=setup.reference,
     )
+    trainer = config.objective.build_trainer(inputs)
     hooks.install(
         trainer, max_grad_norm_stop=config.train.max_grad_norm_stop, checkpoints=ckpt is not None,
         packed=setup.speed.packing,
@@ -427,7 +393,7 @@ class _TestEvaluation:
     final evaluation, named test_*. No evaluation during training reads these rows (selection reads eval_*);
     only a reference (DPO's starting model, which training does not change) is scored on them beforehand."""
 
-    def __init__(self, config: RunConfig, setup: _Setup, trainer):
+    def __init__(self, config: RunConfig, setup: Setup, trainer):
         from dataclasses import replace
 
         self.trainer, self.rows = trainer, setup.data.test
@@ -459,19 +425,19 @@ def _initial_eval(run_eval, ckpt: Path | None, resuming: bool, console) -> dict[
     return saved
 
 
-def _pause(config, setup, recorder, run_dir, staging, uri, ckpt, metrics, steps, trained) -> RunResult:
+def _pause(run: RunContext, metrics: dict[str, float], steps: int, trained: int) -> RunResult:
     """Stopped at ``stop_at``: keep the checkpoint and the rung's metrics; the MLflow run stays open."""
-    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(run.staging, ignore_errors=True)
     metrics = {**metrics, "steps": float(steps)}
     if worlds.current().is_main:
-        write_json(rung_file(ckpt, steps), metrics)
+        write_json(rung_file(run.ckpt, steps), metrics)
     return RunResult(
-        config.run_id, recorder.run_id, run_dir, uri, metrics, setup.data.stats, config,
+        run.config.run_id, run.recorder.run_id, run.run_dir, run.uri, metrics, run.setup.data.stats, run.config,
         complete=False, steps_trained=trained,
     )  # fmt: skip
 
 
-def _write_outputs(config, setup: _Setup, trainer, staging: Path, metrics: dict[str, float]) -> None:
+def _write_outputs(config, setup: Setup, trainer, staging: Path, metrics: dict[str, float]) -> None:
     shutil.rmtree(staging / "trainer", ignore_errors=True)
     (staging / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
