@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from oneml.analysis.tables import (
 )
 from oneml.analysis.tuning import sensitivity, tuning_note, tuning_table
 from oneml.errors import OnemlError
+from oneml.tracking import layout
 
 MARKER = ".oneml-report"
 HETEROGENEOUS = ("hardware.", "oneml.switch.", "version.")
@@ -181,18 +181,14 @@ def _publish(out: Path, files: dict[str, str]) -> None:
     out = out.resolve()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
         raise OnemlError(f"--out: {out} exists and is not a oneml report folder; choose another folder")
-    staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    staging = layout.staging_dir(out)
     try:
         shutil.rmtree(staging, ignore_errors=True)
         for name, text in files.items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_text(text, encoding="utf-8")
         (staging / MARKER).write_text("written by oneml report; replaced as a whole on the next report\n")
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists():
-            os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
+        layout.publish(staging, out)
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
         raise OnemlError(f"--out: cannot write the report to {out}: {err.strerror or err}") from None

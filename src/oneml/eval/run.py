@@ -9,8 +9,6 @@ memory.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from oneml.eval.benchmarks import BenchResult, EvalContext, EvalOptions, resolve_benchmarks
+from oneml.tracking import layout
 
 
 @dataclass
@@ -117,11 +116,7 @@ class _Recorder:
 
 
 def write_json_atomic(path: Path, payload: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    os.replace(tmp, path)
-    return path
+    return layout.write_json(path, payload, indent=1)
 
 
 class _Bars:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from oneml.errors import OnemlError
+from oneml.tracking import layout
 
 
 @dataclass
@@ -68,29 +69,14 @@ def open_run(spec: str, root: str | Path = "oneml-runs") -> TrainedRun:
     from oneml.config import RunConfig
 
     root = Path(root).resolve()
-    folder = _find_folder(spec, root)
+    folder = layout.find_run(spec, root)
     config_file = folder / "config.yaml"
     if not config_file.is_file():
         raise OnemlError(f"RUN: {folder} has no config.yaml; is it a finished oneml run folder?")
     config = RunConfig.model_validate(yaml.safe_load(config_file.read_text()))
-    if folder.parent.name == "runs" and folder.parent.parent != root:
+    if folder.parent.name == layout.RUNS and folder.parent.parent != root:
         root = folder.parent.parent  # a folder given directly carries its own root
     return TrainedRun(run_id=config.run_id, folder=folder, config=config, root=root)
-
-
-def _find_folder(spec: str, root: Path) -> Path:
-    direct = Path(spec).expanduser()
-    if (direct / "config.yaml").is_file():
-        return direct.resolve()
-    runs = root / "runs"
-    if "/" not in spec and runs.is_dir():
-        matches = sorted(p for p in runs.iterdir() if p.is_dir() and p.name.startswith(spec) and spec)
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            names = ", ".join(p.name for p in matches[:5])
-            raise OnemlError(f"RUN: {spec!r} matches {len(matches)} runs under {runs} ({names}); give more of the id")
-    raise OnemlError(f"RUN: {spec!r} is neither a run id under {runs} nor a run folder (with config.yaml)")
 
 
 def load_trained(run: TrainedRun, device: str = "cpu") -> tuple[Any, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from oneml.errors import OnemlError
+from oneml.tracking import layout
 
 MODES = ("merged", "adapter")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -71,9 +72,7 @@ def export_run(
         else:
             _write_adapter(run, staging)
         write_model_card(run, staging, mode)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        layout.publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Exported(out, mode, sorted(p.name for p in out.iterdir()))

@@ -15,6 +15,7 @@ from oneml.errors import OnemlError
 from oneml.study.expand import Trial
 from oneml.study.spec import EvalStage
 from oneml.study.state import root_of
+from oneml.tracking import layout
 
 
 def options_of(stage: EvalStage) -> Any:
@@ -36,7 +37,7 @@ def check_stage(stage: EvalStage, trial: Trial) -> None:
 
 def _done(trial: Trial, stage: EvalStage) -> bool:
     settings = {"limit": stage.limit, "shots": stage.shots, "max_new_tokens": stage.max_new_tokens}
-    folder = root_of(trial) / "runs" / trial.run_id / "eval"
+    folder = layout.eval_dir(root_of(trial), trial.run_id)
     for name in stage.benchmarks:
         path = folder / f"{name.strip().replace(':', '-')}.json"
         if not path.is_file() or json.loads(path.read_text()).get("settings") != settings:

@@ -92,6 +92,9 @@ class _Tracker:
         if self.trial_run(trial) is None:
             tags = dict(trial.config.tracking.tags) | {"oneml.run_id": trial.run_id, "oneml.failure": reason}
             tags |= {"oneml.config_id": trial.config.config_id, "oneml.seed": str(trial.seed)}
+            c = trial.config  # what the report groups and labels a configuration by, as a trained run records it
+            tags |= {"oneml.method": c.method.name, "oneml.model": c.model.name, "oneml.objective": c.objective.name}
+            tags |= {"oneml.dataset": c.data.dataset}
             run = self.client.create_run(self.recorder.experiment_id, run_name=f"failed-{trial.run_id}", tags=tags)
             self.client.set_terminated(run.info.run_id, "FAILED")
 

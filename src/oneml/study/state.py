@@ -8,6 +8,7 @@ from typing import Any
 
 from oneml.paths import confined
 from oneml.study.expand import Trial
+from oneml.tracking import layout
 from oneml.train.checkpoints import checkpoint_dir, read_json, write_json
 
 
@@ -31,7 +32,7 @@ def record(trial: Trial, **fields: Any) -> dict[str, Any]:
 
 
 def final_metrics(trial: Trial) -> dict[str, float] | None:
-    return read_json(root_of(trial) / "runs" / trial.run_id / "metrics.json")
+    return read_json(layout.metrics_file(root_of(trial), trial.run_id))
 
 
 def rung_metrics(trial: Trial, step: int) -> dict[str, float] | None:

@@ -12,18 +12,14 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
+from oneml.tracking.layout import checkpoint_dir, read_json, write_json  # noqa: F401 - train/ and study/ import them here
 from oneml.tracking.system import process_alive
 
 KEEP = 2
 """Complete checkpoints kept: the newest, and the one before in case the newest turns out unreadable."""
 PARTIAL = ".partial-"
 """Prefix of the folder a checkpoint is written into before its one rename (train/hooks.py)."""
-
-
-def checkpoint_dir(root: Path, run_id: str) -> Path:
-    return root / "runs" / f".{run_id}.ckpt"
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -61,18 +57,6 @@ def clear_leftovers(run_dir: Path) -> None:
             pid = path.name.rsplit("-", 1)[-1]
             if pid.isdigit() and not process_alive(int(pid)):
                 shutil.rmtree(path, ignore_errors=True)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Write via a temporary file so that a kill mid-write never leaves half a file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    tmp.replace(path)
 
 
 def rung_file(folder: Path, step: int) -> Path:

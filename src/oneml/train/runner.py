@@ -22,6 +22,7 @@ from oneml.config import RunConfig
 from oneml.distributed import strategies
 from oneml.distributed import world as worlds
 from oneml.errors import Interrupted, OnemlError
+from oneml.tracking import layout
 from oneml.train.arguments import progress_bar, switches, trainer_args
 from oneml.train.checkpoints import (
     StopAt,
@@ -68,7 +69,7 @@ def resolve_device(choice: str) -> str:
 def _prepare_root(root: str) -> Path:
     path = Path(root).resolve()
     try:
-        (path / "runs").mkdir(parents=True, exist_ok=True)
+        layout.runs_dir(path).mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
@@ -134,8 +135,8 @@ def train(
     tracking = config.tracking
     recorder = RunRecorder(uri, root, tracking.experiment, tracking.artifact_location) if world.is_main else None
     recorder = recorder or worlds.SilentRecorder()
-    run_dir = root / "runs" / config.run_id
-    staging = run_dir.parent / f".{run_dir.name}.tmp-{os.getpid()}"
+    run_dir = layout.run_dir(root, config.run_id)
+    staging = layout.staging_dir(run_dir)
     clear_leftovers(run_dir)
     ckpt = checkpoint_dir(root, config.run_id) if config.train.save_steps else None
     if world.is_main:
@@ -341,7 +342,7 @@ def _record_and_publish(run: RunContext, trainer, metrics: dict[str, float]) -> 
     for name in ("config.yaml", "metrics.json", "data_stats.json"):
         recorder.log_artifact(staging / name)
     fault("mlflow")
-    _publish(staging, run_dir)
+    layout.publish(staging, run_dir)
     if ckpt is not None:
         shutil.rmtree(ckpt, ignore_errors=True)  # the published run supersedes its checkpoints
     recorder.set_tags({"oneml.run_dir": str(run_dir)})
@@ -448,12 +449,3 @@ def _write_outputs(config, setup: Setup, trainer, staging: Path, metrics: dict[s
         else:
             config.method.save(trainer.model, staging / "model")
         setup.tokenizer.save_pretrained(staging / "model")
-
-
-def _publish(staging: Path, run_dir: Path) -> None:
-    """Atomically replace the run directory with the staged one."""
-    old = run_dir.parent / f".{run_dir.name}.old-{os.getpid()}"
-    if run_dir.exists():
-        os.replace(run_dir, old)
-    os.replace(staging, run_dir)
-    shutil.rmtree(old, ignore_errors=True)

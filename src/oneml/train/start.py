@@ -13,18 +13,28 @@ from typing import Any
 import yaml
 
 from oneml.errors import OnemlError
+from oneml.tracking import layout
 
 
 def resolve_adapter(spec: str, root: Path) -> tuple[Path, dict[str, Any] | None]:
-    """(the saved model folder, the earlier run's config if known) for a run id or a directory."""
+    """(the saved model folder, the earlier run's config if known) for a run id (or a unique prefix), a run folder,
+    or a folder of adapter weights: the same run lookup as `oneml eval` and `oneml export`."""
     as_path = Path(spec).expanduser()
-    candidates = [root / "runs" / spec / "model", as_path / "model", as_path]
+    try:
+        run = layout.find_run(spec, root, "model.adapter")
+    except OnemlError as err:
+        if "matches" in str(err):  # an ambiguous prefix is an error, not a reason to look elsewhere
+            raise
+        run = None
+    candidates = ([run / "model"] if run is not None else []) + [as_path / "model", as_path]
     for folder in candidates:
         if folder.is_dir() and any(folder.glob("*.safetensors")):
             config_file = folder.parent / "config.yaml"
             config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else None
             return folder, config
-    raise OnemlError(f"model.adapter: {spec!r} is neither a run id under {root / 'runs'} nor a folder with safetensors")
+    raise OnemlError(
+        f"model.adapter: {spec!r} is neither a run id under {layout.runs_dir(root)} nor a folder with safetensors"
+    )
 
 
 def start_from(model: Any, spec: str, root: Path, model_name: str) -> Any:
