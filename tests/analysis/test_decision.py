@@ -11,7 +11,7 @@ from synthetic import make_config, normal
 
 from oneml.analysis.decision import (
     DEFAULT_WEIGHTS,
-    METHOD_COMPLEXITY,
+    LEGACY_COMPLEXITY,
     PRIORITIES,
     DecisionOptions,
     analyse,
@@ -306,12 +306,22 @@ def test_parse_weights(tmp_path):
             parse_weights(bad)
 
 
-def test_complexity_table_ranks_every_registered_method():
+def test_every_method_declares_its_complexity_and_runs_carry_it():
+    """#17: a new method is one file: it declares its own simplicity rank there (no list in analysis/ to edit)."""
+    from oneml.analysis.decision import complexity_of
     from oneml.methods import METHODS  # the registry imports torch: fine in a test, never in analysis
+    from oneml.tracking import tags
 
-    assert set(METHODS.names()) <= set(METHOD_COMPLEXITY)
-    ranks = [rank for rank, _ in METHOD_COMPLEXITY.values()]
-    assert ranks == sorted(ranks) == list(range(1, len(ranks) + 1))
+    declared = {name: cls.__dict__.get("complexity") for name, cls in ((e.name, e.value) for e in METHODS.entries())}
+    assert all(value is not None for value in declared.values()), [n for n, v in declared.items() if v is None]
+    ranks = [rank for rank, _ in declared.values()]
+    assert len(set(ranks)) == len(ranks)  # a strict order: ties would make "simplest" arbitrary
+    for name, value in declared.items():  # the frozen table for old runs agrees with the files
+        assert LEGACY_COMPLEXITY.get(name, value) == value, name
+    tagged = make_config("x", "brand-new", BASE)
+    tagged.runs[0].tags |= {tags.COMPLEXITY: "2.5", tags.COMPLEXITY_WHY: "new"}
+    assert complexity_of(tagged) == (2.5, "new")
+    assert complexity_of(make_config("y", "unknown-method", BASE))[0] == math.inf
     assert list(PRIORITIES.names()) == ["performance", "stability", "simplicity", "convergence", "memory",
                                         "preference", "start"]  # fmt: skip
 

@@ -102,6 +102,7 @@ def test_mlflow_record(run):
     assert record.data.params["model.name"] == "tiny-llama"
     assert record.data.tags["oneml.run_id"] == cfg.run_id
     assert record.data.tags["version.torch"].startswith("2.")
+    assert record.data.tags["oneml.method.complexity"] == "1"  # LoRAConfig.complexity, read back by the guide
     assert "hardware.cpu" in record.data.tags
     losses = client.get_metric_history(result.mlflow_run_id, "train_loss")
     assert sorted(x.step for x in losses) == [1, 2, 3, 4, 5, 6]

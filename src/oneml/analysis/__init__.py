@@ -10,7 +10,7 @@ on any machine that can reach the tracking store.
 
 from oneml.analysis.decision import (
     DEFAULT_WEIGHTS,
-    METHOD_COMPLEXITY,
+    LEGACY_COMPLEXITY,
     PRIORITIES,
     Analysis,
     DecisionOptions,
@@ -28,7 +28,7 @@ from oneml.analysis.verdicts import Comparison, Margin, Ranking, compare, parse_
 
 __all__ = [
     "DEFAULT_WEIGHTS",
-    "METHOD_COMPLEXITY",
+    "LEGACY_COMPLEXITY",
     "PRIORITIES",
     "Analysis",
     "Comparison",

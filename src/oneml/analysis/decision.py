@@ -19,7 +19,8 @@ winner. The rows:
   interval), then the smallest spread across seeds (chi-square interval of the sd). Decided when the winner's
   failure rate is significantly lower (Boschloo's exact test) or its spread significantly smaller (permutation
   test of the log sd ratio, from 5 seeds per configuration) than every other contender's.
-- simplicity: the contender lowest in `METHOD_COMPLEXITY` (ties: fewer trainable parameters).
+- simplicity: the contender whose method ranks simplest (each method declares its rank; runs record it; ties:
+  fewer trainable parameters).
 - convergence: steps to the training-loss threshold as time to event (censored at the run's end when not
   reached): the lowest Kaplan-Meier median, tested by log-rank; without thresholds, the mean per-step training
   loss on a common step grid, judged like quality. Its quality verdict is stated beside it.
@@ -43,11 +44,11 @@ from oneml.analysis.stats import Summary, summarize
 from oneml.analysis.verdicts import DEFAULT_MARGIN, Comparison, Margin, Ranking, parse_margin, rank
 from oneml.errors import OnemlError
 from oneml.registry import Registry
+from oneml.tracking import tags as tag
 
-# Simplest first. The rank counts what a team must get right and keep running: extra hyperparameters,
-# special initialisation or schedules, and what has to be stored and served. Runs are ranked by their
-# oneml.method tag, so a LoRA option (rsLoRA as `use_rslora`) ranks as lora; "rslora" covers a run tagged so.
-METHOD_COMPLEXITY: dict[str, tuple[int, str]] = {
+# Runs record their method's simplicity rank (tags.COMPLEXITY, declared in each method's own file). This frozen
+# copy ranks runs recorded before they did; it is never extended: a new method declares its rank in its file.
+LEGACY_COMPLEXITY: dict[str, tuple[float, str]] = {
     "lora": (1, "rank, alpha, targets: the reference recipe, supported everywhere"),
     "loraplus": (2, "LoRA plus one learning-rate ratio for B"),
     "rslora": (3, "LoRA with rank-stabilised scaling: one switch, but ranks/alphas no longer transfer as-is"),
@@ -60,7 +61,19 @@ METHOD_COMPLEXITY: dict[str, tuple[int, str]] = {
     "bottleneck": (10, "new modules in every block: inference code must carry them, no merge"),
     "full": (11, "a full copy of the weights per task: largest memory, checkpoints and serving cost"),
 }
-UNKNOWN_COMPLEXITY = len(METHOD_COMPLEXITY) + 1
+UNRANKED = (math.inf, "not ranked: its runs do not say (ranked last)")
+
+
+def complexity_of(c: Configuration) -> tuple[float, str]:
+    """(rank, why) of a configuration's method: from its runs' tags, else the frozen legacy table, else last."""
+    for run in c.runs + c.failed:
+        if tag.COMPLEXITY in run.tags:
+            try:
+                return float(run.tags[tag.COMPLEXITY]), run.tags.get(tag.COMPLEXITY_WHY, "")
+            except ValueError:
+                break
+    return LEGACY_COMPLEXITY.get(c.method, UNRANKED)
+
 
 DEFAULT_WEIGHTS: dict[str, float] = {
     "quality": 3.0,
@@ -247,8 +260,8 @@ def _has_quality(configs: list[Configuration], options: DecisionOptions) -> bool
     return any(c.runs for c in configs)
 
 
-def complexity(method: str) -> int:
-    return METHOD_COMPLEXITY.get(method, (UNKNOWN_COMPLEXITY, ""))[0]
+def complexity(c: Configuration) -> float:
+    return complexity_of(c)[0]
 
 
 def recommend(a: Analysis, priority: str) -> Recommendation:
@@ -366,12 +379,11 @@ def _performance(a: Analysis) -> Recommendation:
 
 def _simplicity(a: Analysis) -> Recommendation:
     def order(label: str) -> tuple[int, float]:
-        return (complexity(a.configs[label].method), a.mean(label, "trainable_params") or math.inf)
+        return (complexity(a.configs[label]), a.mean(label, "trainable_params") or math.inf)
 
     winner = min(a.contenders, key=order)
-    method = a.configs[winner].method
-    rank_, why = METHOD_COMPLEXITY.get(method, (UNKNOWN_COMPLEXITY, "not in the complexity table: ranked last"))
-    numbers = f"complexity {rank_}/{UNKNOWN_COMPLEXITY - 1} ({why}); {show(a, winner, a.options.metric)}"
+    rank_, why = complexity_of(a.configs[winner])
+    numbers = f"complexity rank {rank_:g} (1 = simplest: {why}); {show(a, winner, a.options.metric)}"
     return made(a, "simplicity", winner, numbers, quality_status(a, winner), blocking(a))
 
 
@@ -381,7 +393,7 @@ def _memory(a: Analysis) -> Recommendation:
         return none("memory", "no contender recorded peak memory")
     low = min(a.mean(label, MEMORY) for label in pool)  # type: ignore[type-var]
     tied = [label for label in pool if a.mean(label, MEMORY) <= low * (1 + MEMORY_TIE)]  # type: ignore[operator]
-    winner = min(tied, key=lambda label: (complexity(a.configs[label].method), a.mean(label, MEMORY)))
+    winner = min(tied, key=lambda label: (complexity(a.configs[label]), a.mean(label, MEMORY)))
     delta = (a.mean(winner, MEMORY) or math.nan) - (a.mean(a.best, MEMORY) or math.nan)
     relative = "the best-quality configuration itself" if winner == a.best else f"{delta:+,.0f} MiB vs the best"
     numbers = f"{show(a, winner, MEMORY)} ({relative}); {show(a, winner, a.options.metric)}"
@@ -424,7 +436,7 @@ def _start(a: Analysis) -> Recommendation:
     table = scores(a, pool)
     top = max(table[label]["score"] for label in pool)
     tied = [label for label in pool if table[label]["score"] >= top - SCORE_TIE]
-    winner = min(tied, key=lambda label: (complexity(a.configs[label].method), -table[label]["score"]))
+    winner = min(tied, key=lambda label: (complexity(a.configs[label]), -table[label]["score"]))
     parts = ", ".join(f"{k} {v:.2f}" for k, v in table[winner].items() if k != "score")
     numbers = f"score {table[winner]['score']:.2f} ({parts}); {show(a, winner, a.options.metric)}"
     weights = ", ".join(f"{k}={v:g}" for k, v in a.options.weights.items())

@@ -229,7 +229,7 @@ def _study_html(r: StudyReport, options: DecisionOptions, scope: str = "") -> st
     parts.append(html.table(rules_table(), title=False, scope=scope))
     weights = ", ".join(f"{k}={v:g}" for k, v in options.weights.items())
     parts.append(html.paragraph(f"Starting-point weights: {weights} (defaults: {_weights(DEFAULT_WEIGHTS)})", "meta"))
-    ranking = html.table(complexity_table(_methods(s)), title=False, scope=scope)
+    ranking = html.table(complexity_table(s.configs), title=False, scope=scope)
     parts.append(html.details("Method complexity ranking", ranking))
     for a, sc in zip(r.analyses, scopes, strict=True):
         parts.append(f"<h2>Results{' — ' + html.escape(group_title(a)) if multi else ''}</h2>")
@@ -250,10 +250,6 @@ def _study_html(r: StudyReport, options: DecisionOptions, scope: str = "") -> st
 
 def _weights(weights) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in weights.items())
-
-
-def _methods(study: StudyResults) -> set[str]:
-    return {c.method for c in study.configs}
 
 
 def _html(reports: list[StudyReport], options: DecisionOptions) -> str:
@@ -288,7 +284,7 @@ def _study_markdown(r: StudyReport, options: DecisionOptions) -> list[str]:
     out += [f"- {w}" for w in r.warnings] + ([""] if r.warnings else [])
     for a, recs in zip(r.analyses, r.decisions, strict=True):
         out += [f"## {group_title(a)}", "", _md_table(decision_table(a, recs))]
-    out += ["## How the decisions are made", "", _md_table(rules_table()), _md_table(complexity_table(_methods(s)))]
+    out += ["## How the decisions are made", "", _md_table(rules_table()), _md_table(complexity_table(s.configs))]
     out += [f"Starting-point weights: {_weights(options.weights)}", ""]
     for a, figs in zip(r.analyses, r.figures or [[]] * len(r.analyses), strict=True):
         out += [f"## Results — {group_title(a)}", "", _md_table(quality_table(a)), _md_table(cost_table(a))]

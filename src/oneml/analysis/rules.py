@@ -52,7 +52,7 @@ def stability(a: Analysis) -> Recommendation:
     def order(label: str) -> tuple[float, float, int]:
         _, rate, same, (sd, _, _) = info[label]
         spread = sd if math.isfinite(sd) and not same else math.inf
-        return (rate.rate if math.isfinite(rate.rate) else 1.0, spread, complexity(a.configs[label].method))
+        return (rate.rate if math.isfinite(rate.rate) else 1.0, spread, complexity(a.configs[label]))
 
     pool.sort(key=order)
     winner = pool[0]
@@ -241,7 +241,7 @@ def _criteria(a: Analysis, pool: list[str]) -> dict[str, dict[str, float | None]
     return {
         "quality": {label: 1.0 for label in pool},  # every contender is as good as the best, by the one notion
         "stability": {label: 1.0 - failure_rate(*a.failures(label)).rate for label in pool},
-        "simplicity": {label: float(complexity(a.configs[label].method)) for label in pool},
+        "simplicity": {label: float(complexity(a.configs[label])) for label in pool},
         "convergence": areas,
         "memory": {label: a.mean(label, "peak_memory_mib") for label in pool},
         "speed": {label: a.mean(label, "tokens_per_second") for label in pool},

@@ -6,12 +6,10 @@ import math
 from dataclasses import dataclass, field
 
 from oneml.analysis.decision import (
-    METHOD_COMPLEXITY,
     PRIORITIES,
-    UNKNOWN_COMPLEXITY,
     Analysis,
     Recommendation,
-    complexity,
+    complexity_of,
 )
 from oneml.analysis.metrics import metric, summary_keys
 from oneml.analysis.results import StudyResults
@@ -164,15 +162,13 @@ def rules_table() -> Table:
     return Table("rules", "How each recommendation is made", ["priority", "title", "rule"], rows)
 
 
-def complexity_table(methods: set[str]) -> Table:
-    rows = [[name, str(rank), why] for name, (rank, why) in METHOD_COMPLEXITY.items()]
-    rows += [
-        [m, str(UNKNOWN_COMPLEXITY), "not in the table: ranked last"]
-        for m in sorted(methods)
-        if complexity(m) == UNKNOWN_COMPLEXITY
-    ]
-    classes = ["best" if r[0] in methods else "" for r in rows]
-    return Table("complexity", "Method complexity ranking (1 = simplest)", ["method", "rank", "why"], rows, classes)
+def complexity_table(configs) -> Table:
+    """The simplicity ranking of the methods in these configurations, as their runs recorded it."""
+    ranked: dict[str, tuple[float, str]] = {}
+    for c in configs:
+        ranked.setdefault(c.method, complexity_of(c))
+    rows = [[m, f"{r:g}", why] for m, (r, why) in sorted(ranked.items(), key=lambda kv: (kv[1][0], kv[0]))]
+    return Table("complexity", "Method complexity ranking (1 = simplest)", ["method", "rank", "why"], rows, [])
 
 
 def excluded_table(study: StudyResults) -> Table:

@@ -58,6 +58,10 @@ class MethodConfig(Section):
     """True when the result is a small adapter saved apart from the base; False for full weights."""
     mergeable: ClassVar[bool] = True
     """True when the trained weights can be folded into the base (same architecture, same logits)."""
+    complexity: ClassVar[tuple[float, str]]
+    """(rank, why) in the decision guide's simplicity ranking, 1 = simplest: what a team must get right and keep
+    running (extra hyperparameters, special initialisation or schedules, what has to be stored and served).
+    Every method declares its own (a test holds them to it); runs record it, and the guide reads it from them."""
     gradient_checkpointing: ClassVar[bool] = True
     """False when the method breaks with gradient checkpointing (prefix tuning's cache)."""
 

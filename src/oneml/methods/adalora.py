@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, PositiveInt, model_validator
@@ -45,6 +45,10 @@ TFINAL_SHARE = 0.2
 
 class AdaLoRAConfig(MethodConfig):
     name: Literal["adalora"] = "adalora"
+    complexity: ClassVar[tuple[float, str]] = (
+        8,
+        "rank budget schedule (initial/target rank, warm-up, interval): most knobs of the LoRA family",
+    )
     init_r: PositiveInt = 12
     """Initial rank of every adapted matrix (the budget starts at init_r per matrix)."""
     target_r: PositiveInt = 4

@@ -47,6 +47,10 @@ CONFIG_FILE = "bottleneck_config.json"
 
 class BottleneckConfig(MethodConfig):
     name: Literal["bottleneck"] = "bottleneck"
+    complexity: ClassVar[tuple[float, str]] = (
+        10,
+        "new modules in every block: inference code must carry them, no merge",
+    )
     mergeable: ClassVar[bool] = False
     placement: Literal[tuple(PLACEMENTS)] = "pfeiffer"  # type: ignore[valid-type]
     """houlsby: adapters after attention and after the MLP; pfeiffer: after the MLP only."""

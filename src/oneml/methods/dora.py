@@ -12,7 +12,7 @@ formula above. Combines with every LoRA-family field: ``init: pissa`` gives PiSS
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from oneml.methods import METHODS
 from oneml.methods.lora import LoRAConfig
@@ -20,6 +20,10 @@ from oneml.methods.lora import LoRAConfig
 
 class DoRAConfig(LoRAConfig):
     name: Literal["dora"] = "dora"
+    complexity: ClassVar[tuple[float, str]] = (
+        4,
+        "LoRA plus a learned magnitude vector: slower steps, merge needs care",
+    )
     use_dora: Literal[True] = True
     """Always on for this method (use method lora for plain LoRA)."""
 

@@ -12,6 +12,10 @@ from oneml.methods import METHODS, MethodConfig, MethodContext
 
 class FullConfig(MethodConfig):
     name: Literal["full"] = "full"
+    complexity: ClassVar[tuple[float, str]] = (
+        11,
+        "a full copy of the weights per task: largest memory, checkpoints and serving cost",
+    )
     is_adapter: ClassVar[bool] = False
 
     def apply(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:

@@ -39,7 +39,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, PositiveInt, field_validator
@@ -62,6 +62,7 @@ _PEFT_PREFIX = "base_model.model."
 
 class LoRAConfig(MethodConfig):
     name: Literal["lora"] = "lora"
+    complexity: ClassVar[tuple[float, str]] = (1, "rank, alpha, targets: the reference recipe, supported everywhere")
     r: PositiveInt = 16
     """Rank of the update B A."""
     alpha: float = Field(default=32.0, gt=0)

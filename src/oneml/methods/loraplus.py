@@ -13,7 +13,7 @@ built in lora.py (``loraplus_groups``) and handed to AdamW by the runner.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -23,6 +23,7 @@ from oneml.methods.lora import LoRAConfig
 
 class LoRAPlusConfig(LoRAConfig):
     name: Literal["loraplus"] = "loraplus"
+    complexity: ClassVar[tuple[float, str]] = (2, "LoRA plus one learning-rate ratio for B")
     loraplus_ratio: float = Field(default=16.0, gt=0)
     """Learning rate of every B = ratio x lr (A and the rest keep lr)."""
 

@@ -15,7 +15,7 @@ the original base (see lora.py), so ``load(original_base, path)`` gives the trai
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from oneml.errors import OnemlError
 from oneml.methods import METHODS, MethodContext
@@ -24,6 +24,10 @@ from oneml.methods.lora import LoRAConfig
 
 class PiSSAConfig(LoRAConfig):
     name: Literal["pissa"] = "pissa"
+    complexity: ClassVar[tuple[float, str]] = (
+        5,
+        "LoRA initialised from an SVD of the weights: init cost, base must be converted to export",
+    )
     init: Literal["pissa"] = "pissa"
     """Always pissa for this method (use method lora for other inits)."""
     svd: Literal["exact", "fast"] = "exact"

@@ -29,6 +29,7 @@ from oneml.methods import METHODS, MethodConfig, MethodContext
 
 class PrefixConfig(MethodConfig):
     name: Literal["prefix"] = "prefix"
+    complexity: ClassVar[tuple[float, str]] = (9, "virtual tokens per layer: changes the attention cache, no merge")
     gradient_checkpointing: ClassVar[bool] = False  # the virtual tokens' cache breaks with it (DESIGN.md)
     mergeable: ClassVar[bool] = False
     num_virtual_tokens: PositiveInt = 20

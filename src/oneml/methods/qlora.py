@@ -12,7 +12,7 @@ so expect ~1e-2 relative differences there).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from oneml.methods import METHODS
 from oneml.methods.lora import LoRAConfig
@@ -20,6 +20,10 @@ from oneml.methods.lora import LoRAConfig
 
 class QLoRAConfig(LoRAConfig):
     name: Literal["qlora"] = "qlora"
+    complexity: ClassVar[tuple[float, str]] = (
+        6,
+        "LoRA over a 4-bit base: quantisation settings and kernels to keep in step",
+    )
     quantize: Literal["nf4", "fp4", "int8"] = "nf4"
     """Quantize the frozen base: 4-bit nf4 (QLoRA) or fp4, or 8-bit int8 (bitsandbytes)."""
 

@@ -26,7 +26,7 @@ Saving converts to a plain rank-2r LoRA against the original base, as for PiSSA 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -40,6 +40,10 @@ from oneml.methods.targets import adapted_layers
 
 class SORSAConfig(PiSSAConfig):
     name: Literal["sorsa"] = "sorsa"
+    complexity: ClassVar[tuple[float, str]] = (
+        7,
+        "SVD-initialised adapter with an orthogonality regulariser and its weight",
+    )
     gamma: float = Field(default=4e-4, ge=0)
     """Orthonormal regularizer step: (gamma / lr) * grad reg is added to A's and B's gradients (0 = off)."""
 

@@ -23,6 +23,7 @@ from oneml.distributed import strategies
 from oneml.distributed import world as worlds
 from oneml.errors import Interrupted, OnemlError
 from oneml.tracking import layout
+from oneml.tracking import tags as tag
 from oneml.train.arguments import progress_bar, switches, trainer_args
 from oneml.train.checkpoints import (
     StopAt,
@@ -186,11 +187,11 @@ def _start_or_continue(recorder, ckpt: Path | None, name: str, tags: dict[str, s
     if known:
         recorder.run_id = known["run_id"]
         recorder.client.update_run(recorder.run_id, status="RUNNING")
-        if "oneml.failure" in recorder.client.get_run(recorder.run_id).data.tags:
-            recorder.client.delete_tag(recorder.run_id, "oneml.failure")
+        if tag.FAILURE in recorder.client.get_run(recorder.run_id).data.tags:
+            recorder.client.delete_tag(recorder.run_id, tag.FAILURE)
         recorder.set_tags(tags)
         return
-    recorder.close_orphans(tags["oneml.run_id"])
+    recorder.close_orphans(tags[tag.RUN_ID])
     recorder.start(name, tags=tags)
     if ckpt is not None:
         write_json(ckpt / "mlflow.json", {"run_id": recorder.run_id})
@@ -241,11 +242,13 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
 def _tags(config: RunConfig, setup: Setup, device: str) -> dict[str, str]:
     from oneml.tracking.system import hardware, package_versions, process_tags
 
-    tags = {"oneml.run_id": config.run_id, "oneml.config_id": config.config_id}
-    tags |= {"oneml.method": config.method.name, "oneml.model": config.model.name}
-    tags |= {"oneml.objective": config.objective.name, "oneml.dataset": config.data.dataset}
-    tags |= {"oneml.seed": str(config.train.seed), "oneml.device": device}
-    tags |= {"oneml.test_split": "true" if setup.data.test is not None else "false"}
+    tags = {tag.RUN_ID: config.run_id, tag.CONFIG_ID: config.config_id}
+    tags |= {tag.METHOD: config.method.name, tag.MODEL: config.model.name}
+    rank, why = type(config.method).complexity  # the guide's simplicity rank travels with the run
+    tags |= {tag.COMPLEXITY: f"{rank:g}", tag.COMPLEXITY_WHY: why}
+    tags |= {tag.OBJECTIVE: config.objective.name, tag.DATASET: config.data.dataset}
+    tags |= {tag.SEED: str(config.train.seed), tag.DEVICE: device}
+    tags |= {tag.TEST_SPLIT: "true" if setup.data.test is not None else "false"}
     d = config.distributed
     tags |= {"oneml.world_size": str(d.world_size), "oneml.launcher": d.launcher, "oneml.strategy": d.strategy}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
@@ -345,7 +348,7 @@ def _record_and_publish(run: RunContext, trainer, metrics: dict[str, float]) -> 
     layout.publish(staging, run_dir)
     if ckpt is not None:
         shutil.rmtree(ckpt, ignore_errors=True)  # the published run supersedes its checkpoints
-    recorder.set_tags({"oneml.run_dir": str(run_dir)})
+    recorder.set_tags({tag.RUN_DIR: str(run_dir)})
     recorder.finish()
 
 
