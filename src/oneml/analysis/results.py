@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from oneml.errors import OnemlError, unknown
+from oneml.tracking import tags as tag
 
 HISTORY_KEYS = ("train_loss", "eval_loss")
 """Per-step histories the figures need (grad norm and learning rate stay in MLflow)."""
@@ -58,19 +59,19 @@ class RunData:
 
     @property
     def analysed(self) -> bool:
-        return self.status == "FINISHED" and self.tags.get("oneml.pruned", "").lower() != "true"
+        return self.status == "FINISHED" and self.tags.get(tag.PRUNED, "").lower() != "true"
 
     @property
     def state(self) -> str:
         """'pruned' for a pruned run (whatever MLflow status it ended with), else the status in lower case."""
-        return "pruned" if self.tags.get("oneml.pruned", "").lower() == "true" else self.status.lower()
+        return "pruned" if self.tags.get(tag.PRUNED, "").lower() == "true" else self.status.lower()
 
     @property
     def reason(self) -> str:
         """Why a run is not in the statistics (empty for one that is)."""
         if self.analysed:
             return ""
-        return self.tags.get("oneml.failure") or self.tags.get("oneml.pruned_reason") or self.state
+        return self.tags.get(tag.FAILURE) or self.tags.get(tag.PRUNED_REASON) or self.state
 
 
 @dataclass
@@ -151,7 +152,7 @@ def known_studies(uri: str) -> list[str]:
     """Every study name recorded in the store."""
     client = _client(uri)
     ids = [e.experiment_id for e in client.search_experiments()]
-    return sorted({r.data.tags["oneml.study"] for r in _search(client, ids) if "oneml.study" in r.data.tags})
+    return sorted({r.data.tags[tag.STUDY] for r in _search(client, ids) if tag.STUDY in r.data.tags})
 
 
 def load_study(name: str, uri: str, *, artifacts: bool = True) -> StudyResults:
@@ -184,7 +185,7 @@ def load_experiment(name: str, uri: str, *, artifacts: bool = True) -> StudyResu
 
 
 def _assemble(client, name: str, source: str, uri: str, mlflow_runs: list[Any], artifacts: bool) -> StudyResults:
-    parents = [r for r in mlflow_runs if r.data.tags.get("oneml.study_parent", "").lower() == "true"]
+    parents = [r for r in mlflow_runs if r.data.tags.get(tag.STUDY_PARENT, "").lower() == "true"]
     from oneml.analysis.tuning import is_tuning  # the tuning section imports this module
 
     everyone = [_run_data(r) for r in mlflow_runs if r not in parents]
@@ -229,14 +230,14 @@ def _run_data(run) -> RunData:
         mlflow_run_id=info.run_id,
         name=info.run_name or info.run_id[:12],
         status=info.status,
-        config_id=tags.get("oneml.config_id") or f"run-{info.run_id[:12]}",
-        method=tags.get("oneml.method") or run.data.params.get("method.name", "?"),
-        model=tags.get("oneml.model") or run.data.params.get("model.name", "?"),
-        objective=tags.get("oneml.objective") or run.data.params.get("objective.name", "?"),
-        dataset=tags.get("oneml.dataset") or run.data.params.get("data.dataset", "?"),
-        seed=tags.get("oneml.seed") or run.data.params.get("train.seed", "0"),
-        track=tags.get("oneml.track", ""),
-        grid={k[len("oneml.grid.") :]: v for k, v in tags.items() if k.startswith("oneml.grid.")},
+        config_id=tags.get(tag.CONFIG_ID) or f"run-{info.run_id[:12]}",
+        method=tags.get(tag.METHOD) or run.data.params.get("method.name", "?"),
+        model=tags.get(tag.MODEL) or run.data.params.get("model.name", "?"),
+        objective=tags.get(tag.OBJECTIVE) or run.data.params.get("objective.name", "?"),
+        dataset=tags.get(tag.DATASET) or run.data.params.get("data.dataset", "?"),
+        seed=tags.get(tag.SEED) or run.data.params.get("train.seed", "0"),
+        track=tags.get(tag.TRACK, ""),
+        grid={k[len(tag.GRID_PREFIX) :]: v for k, v in tags.items() if k.startswith(tag.GRID_PREFIX)},
         tags=dict(tags),
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
