@@ -106,11 +106,10 @@ def _launch(cfg, quiet: bool, dry_run: bool) -> None:
 @app.command("keys")
 def keys_cmd(section: str | None = typer.Argument(None, help="Only this section: model, method, data, ...")):
     """List every config key with its type, default and meaning (from the config schema itself)."""
-    from oneml.config import RunConfig
-    from oneml.schema import describe_keys
+    from oneml.config import RunConfig, describe_keys
 
     table = Table("key", "type", "default", "meaning")
-    rows = describe_keys(RunConfig)
+    rows = describe_keys()
     if section is not None:
         rows = [r for r in rows if r[0].replace("[", ".").split(".")[0] == section]
         if not rows:

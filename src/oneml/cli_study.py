@@ -139,8 +139,8 @@ def study_export_argo_cmd(
     service_account: str | None = typer.Option(None, "--service-account", help="Service account of the pods."),
 ):
     """Write an Argo Workflows manifest of the study: one pod per run, each running `oneml train`."""
-    from oneml.distributed.argo import ArgoOptions, to_yaml, workflow
     from oneml.study import load_study
+    from oneml.study.argo import ArgoOptions, to_yaml, workflow
 
     study = load_study(spec)
     options = ArgoOptions(

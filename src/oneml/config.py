@@ -313,3 +313,13 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
     """Read a YAML run config (or start from the defaults), apply overrides, validate."""
     data = load_yaml(path) if path is not None else {}
     return resolve(apply_overrides(data, overrides or []))
+
+
+def describe_keys() -> list[tuple[str, str, str, str]]:
+    """Every key of a run config with its type, default and meaning (`oneml keys`), each method's and objective's
+    own keys under ``method[<name>].`` / ``objective[<name>].``."""
+    from oneml.methods import METHODS
+    from oneml.objectives import OBJECTIVES
+    from oneml.schema import describe_keys as describe
+
+    return describe(RunConfig, kinds={"method": METHODS, "objective": OBJECTIVES})

@@ -82,12 +82,12 @@ def validate(schema: type[BaseModel], data: Any, prefix: str = "") -> Any:
         raise OnemlError(format_validation_error(err, prefix, schema)) from None
 
 
-def describe_keys(schema: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """(key, type, default, doc) for every leaf key; method/objective sections list each registered kind."""
-    from oneml.methods import METHODS
-    from oneml.objectives import OBJECTIVES
-
-    kinds = {"method": METHODS, "objective": OBJECTIVES}
+def describe_keys(
+    schema: type[BaseModel], prefix: str = "", kinds: dict[str, Any] | None = None
+) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, doc) for every leaf key. ``kinds`` maps a top-level section to the registry of its
+    kinds (``method`` -> the method registry): such a section lists each registered kind's own keys."""
+    kinds = kinds or {}
     rows: list[tuple[str, str, str, str]] = []
     for name, field in schema.model_fields.items():
         key = f"{prefix}{name}"

@@ -14,15 +14,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from oneml.config import RunConfig, apply_overrides, load_yaml, resolve
+from oneml.config import RunConfig, apply_overrides, describe_keys, load_yaml, resolve
 from oneml.errors import OnemlError
-from oneml.schema import describe_keys
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Every documented key (method and objective keys of each registered kind), plus names that are not keys.
 KEYS = sorted({row[0].split("[")[0] + "." + row[0].split("]")[-1].lstrip(".") if "[" in row[0] else row[0]
-               for row in describe_keys(RunConfig)})  # fmt: skip
+               for row in describe_keys()})  # fmt: skip
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 LEAF = st.one_of(
     st.none(),

@@ -156,7 +156,7 @@ def test_early_grad_norm_logging_and_steps_to_threshold(tmp_path):
 def test_divergence_fails_the_run_at_its_step(tmp_path):
     from transformers import TrainerCallback
 
-    from oneml.train.diagnostics import TrainingDiverged
+    from oneml.train.monitors import TrainingDiverged
 
     class Poison(TrainerCallback):
         """Simulates a numerical blow-up: one adapter weight becomes NaN after step 2."""

@@ -3,7 +3,7 @@
 Each builder takes one `Analysis` (one comparable group) and returns a `FigureOut`: the SVG, or a note
 saying why there is no data for it, so a report never shows an empty chart. A configuration keeps its
 colour in every figure. Diagnostics figures (AdaLoRA ranks, DoRA trajectories, condition numbers) read the
-runs' ``diagnostics/`` artifacts; see `diagnostics.py` for the layouts they accept.
+runs' ``diagnostics/`` artifacts; see `artifacts.py` for the layouts they accept.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from oneml.analysis.artifacts import rank_matrices, trajectories
 from oneml.analysis.decision import MEMORY, Analysis
-from oneml.analysis.diagnostics import rank_matrices, trajectories
 from oneml.analysis.metrics import metric
 from oneml.analysis.results import Configuration
 

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_SPREAD_N = 5
-"""Fewest seeds per configuration for a spread p-value (issue 15's rule). Below it Brown-Forsythe rejects always
+"""Fewest seeds per configuration for a spread p-value. Below it Brown-Forsythe rejects always
 (2 seeds) or never (3); the permutation test cannot go below p = 1/3 at 3 seeds, and at 4 it holds alpha (3.6%)
 but detects a 3x sd ratio 20% of the time: a p-value there would mostly look like evidence of equal spread."""
 EXACT_SPLITS = 20_000

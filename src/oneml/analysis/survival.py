@@ -1,7 +1,7 @@
 """Convergence as time to event, and a mean training loss that does not depend on how often a run logged.
 
 **Time to event.** "How fast does a configuration reach the loss threshold" is a question about the time to an
-event (``steps_to_threshold`` / ``seconds_to_threshold``, logged by train/diagnostics.py ``StepsToThreshold``),
+event (``steps_to_threshold`` / ``seconds_to_threshold``, logged by train/monitors.py ``StepsToThreshold``),
 and a run that never reaches the threshold carries information too: it needed *more* than its budget. Dropping
 such runs (or ranking only configurations that reached the threshold in every seed) rewards the configuration
 that reached it once, quickly, out of six tries. Survival analysis uses both kinds of run: a run that did not
@@ -57,7 +57,7 @@ FOLLOW_UP_METRICS = {"steps": ("steps",), "seconds": ("train_wall_seconds", "tra
 ``seconds_to_threshold`` is wall time too (``train_seconds`` leaves out evaluation)."""
 THRESHOLD_PARAM = "train.loss_threshold"
 MAX_STEPS_PARAM = "train.max_steps"
-# runner._record_failure writes "<exception class>: <reason>"; a divergence raises train.diagnostics.TrainingDiverged
+# runner._record_failure writes "<exception class>: <reason>"; a divergence raises train.monitors.TrainingDiverged
 # (not imported: analysis/ stays torch-free), and its reasons and an interrupt's say "at step N".
 _DIVERGED = "TrainingDiverged:"
 _AT_STEP = re.compile(r"\bat step (\d+)\b")

@@ -1,4 +1,4 @@
-"""Offline verifiable-instruction checks for IFBench prompts (IFEval-style scoring, issue #7).
+"""Offline verifiable-instruction checks for IFBench prompts (IFEval-style scoring).
 
 Each IFBench row names instructions (``instruction_id_list``) with their arguments (``kwargs``);
 a checker decides from the response text alone whether one instruction was followed. Scores:

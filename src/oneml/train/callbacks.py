@@ -118,3 +118,38 @@ class PeakMemory:
         if torch.cuda.is_available():
             out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
         return out
+
+
+class progress_bar:
+    """A rich Progress while training (or nothing when progress is off)."""
+
+    def __init__(self, enabled: bool, console):
+        self.enabled, self.console, self.bar = enabled, console, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.bar.__enter__()
+        return self.bar
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)

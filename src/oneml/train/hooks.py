@@ -29,8 +29,8 @@ import torch
 
 from oneml.data.packing import REAL_TOKENS
 from oneml.train.checkpoints import KEEP, PARTIAL, remove, step_of
-from oneml.train.diagnostics import TrainingDiverged
 from oneml.train.faults import fault
+from oneml.train.monitors import TrainingDiverged
 
 PATCHED: tuple[tuple[str, str], ...] = (
     ("transformers.Trainer", "_clip_grad_norm"),

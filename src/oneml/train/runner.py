@@ -24,7 +24,8 @@ from oneml.distributed import world as worlds
 from oneml.errors import Interrupted, OnemlError
 from oneml.tracking import layout
 from oneml.tracking import tags as tag
-from oneml.train.arguments import progress_bar, switches, trainer_args
+from oneml.train.arguments import switches, trainer_args
+from oneml.train.callbacks import progress_bar
 from oneml.train.checkpoints import (
     StopAt,
     checkpoint_dir,
@@ -356,7 +357,7 @@ def _build_trainer(run: RunContext):
     from oneml.objectives import TrainerInputs
     from oneml.train import hooks
     from oneml.train.callbacks import MlflowMetrics, StepTimer
-    from oneml.train.diagnostics import EarlyLogging, StepsToThreshold, StopOnNonFinite
+    from oneml.train.monitors import EarlyLogging, StepsToThreshold, StopOnNonFinite
 
     config, setup, recorder, ckpt = run.config, run.setup, run.recorder, run.ckpt
     timer = StepTimer()
