@@ -15,7 +15,7 @@ import time
 
 import pytest
 from mlflow.tracking import MlflowClient
-from studykit import write_study
+from studykit import ROOT, write_study
 
 from clikit import run_cli
 from oneml.analysis.results import load_study as load_results
@@ -282,3 +282,16 @@ def test_killed_in_the_middle_of_tuning_resumes_to_the_uninterrupted_result(tmp_
 
 def _settings(changes):
     return dict(tracks=ALPHAS, seeds=[0, 1], budget={"max_steps": 8}, **changes)
+
+
+@pytest.mark.slow
+def test_tuning_with_halving_chooses_the_full_grids_values_for_under_half_the_compute(tmp_path):
+    """The benchmark (benchmarks/tuning.py) as a test: five learning rates x two configurations, 24 steps."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tuning import compare  # benchmarks/tuning.py, not oneml.study.tune
+
+    figures = compare(tmp_path)
+    assert figures["full_chosen"] == figures["halving_chosen"] == {1: 1e-1, 64: 1e-2}
+    assert figures["full_tuning_steps"] == 2 * 5 * 24
+    assert figures["halving_tuning_steps"] == 2 * (5 * 8 + 1 * 16)  # rungs at 8 and 24 keep 5 -> 1 candidates
+    assert figures["steps_ratio"] <= 0.5

@@ -252,12 +252,12 @@ def _y(c: Candidate, found: Setup) -> float | None:
 
 def _profile(t: Tuned, index: int, found: Setup, higher: bool) -> list[tuple[str, float]]:
     """(value of key `index`, best y over the other keys' values) in candidate order: with one tuned key, each
-    candidate's own y."""
+    candidate's own y; NaN where every candidate with that value failed (the line breaks there)."""
     best: dict[str, float] = {}
     for c in t.candidates:
-        y = _y(c, found)
-        x = c.values[index]
-        if y is not None and (x not in best or (y > best[x] if higher else y < best[x])):
+        y, x = _y(c, found), c.values[index]
+        mine = best.setdefault(x, math.nan)
+        if y is not None and (math.isnan(mine) or (y > mine if higher else y < mine)):
             best[x] = y
     return list(best.items())
 
@@ -285,13 +285,14 @@ def sensitivity(study: StudyResults, palette: dict[str, str] | None = None, scop
     where = (
         f"at step {found.halving[0]}, the first halving rung (every candidate reached it)"
         if found.halving
-        else (f"after {found.steps} steps")
+        else f"after {found.steps} steps"
     )
     name = " / ".join(names)
     caption = (
-        f"Validation {m.label} {where} against the tuned {name}, mean over tuning seeds; one line per configuration, "
-        f"its chosen value circled. Flat lines = robust to the {name}: the choice matters little. A steep or peaked "
-        f"line = the configuration needs its own {name}, and comparing it at a shared one would be unfair."
+        f"{m.label.capitalize()} on the validation rows {where} against the tuned {name}, mean over tuning seeds; one "
+        f"line per configuration, its chosen value circled, × where a candidate failed. Flat lines = robust to the "
+        f"{name}: the choice matters little. A steep or peaked line = the configuration needs its own {name}, and "
+        "comparing it at a shared one would be unfair."
     )
     if len(found.keys) > 1:
         caption += " With several tuned keys each panel shows, per value, the best over the other keys' values."
@@ -318,6 +319,9 @@ def _panel(ax, configs: list[Tuned], index: int, found: Setup, palette: dict[str
             color=colour,
             label=t.label,
         )
+        failed = [position[x] for x, y in points if math.isnan(y)]
+        if failed:  # at the foot of the axis, whatever its scale: there is no value to put it at
+            ax.scatter(failed, [0.02] * len(failed), marker="x", color=colour, transform=ax.get_xaxis_transform())
         chosen = t.chosen
         y = _y(chosen, found) if chosen else None
         if y is not None:
