@@ -17,9 +17,12 @@ from typing import Any
 from oneml.config import RunConfig, apply_overrides, resolve
 from oneml.errors import OnemlError
 from oneml.study.spec import StudySpec
+from oneml.tracking import tags as tags_
 
 PENDING = "pending-"
 """Prefix of a placeholder source run id: the stage's source has not been picked yet."""
+FROM_TRACK, FROM_RUN, FROM_CONFIG = "oneml.from.track", "oneml.from.run", "oneml.from.config"
+"""A stage's runs: the source track, the run they start from (their model.adapter) and its configuration."""
 
 
 @dataclass(frozen=True)
@@ -136,8 +139,8 @@ def _build(spec: StudySpec, tpl: Template, seed: int, steps: int, values: dict[s
     the settings of a tuning run)."""
     settings = {"train.max_steps": steps, "train.seed": seed, "train.save_steps": spec.save_steps or max(1, steps // 4)}
     settings |= tpl.grid | ({"model.adapter": tpl.source.run_id} if tpl.source else {}) | values
-    every = {"oneml.study": spec.name, "oneml.track": tpl.track} | {
-        f"oneml.grid.{k}": _label(v) for k, v in tpl.grid.items()
+    every = {tags_.STUDY: spec.name, tags_.TRACK: tpl.track} | {
+        f"{tags_.GRID_PREFIX}{k}": _label(v) for k, v in tpl.grid.items()
     }
     data = apply_overrides(tpl.base, [f"{k}={json.dumps(v)}" for k, v in settings.items()])
     data.setdefault("tracking", {})
@@ -149,10 +152,9 @@ def _source_tags(spec: StudySpec, tpl: Template) -> dict[str, str]:
     """A stage's runs name their source; under `pick: each` the source also tells the configurations apart."""
     if tpl.source is None:
         return {}
-    tags = {"oneml.from.track": tpl.source.track, "oneml.from.run": tpl.source.run_id}
-    tags["oneml.from.config"] = tpl.source.config_id
+    tags = {FROM_TRACK: tpl.source.track, FROM_RUN: tpl.source.run_id, FROM_CONFIG: tpl.source.config_id}
     if spec.tracks[tpl.track].from_.pick == "each":
-        tags["oneml.grid.from"] = tpl.source.label
+        tags[f"{tags_.GRID_PREFIX}from"] = tpl.source.label
     return tags
 
 

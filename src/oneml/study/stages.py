@@ -148,6 +148,8 @@ def pick_sources(spec: StudySpec, track: str, source_trials: list[Trial]) -> lis
     from oneml.analysis.metrics import metric as metric_info
     from oneml.study.halving import _order  # one sort key for "best first, NaN last" in both selections
 
+    if not source_trials:  # the source track ran nothing (its every configuration was blocked)
+        return []
     metric = pick_metric(spec, track)
     higher = metric_info(metric).higher_is_better
     present = {t.config.config_id for t in source_trials}
@@ -230,7 +232,8 @@ def run_levels(spec: StudySpec, phase: Phase, tag: Tag) -> Outcome:
                 out.blocked.append(f"{source_label(tpl.track, tpl.grid)}: no tuning candidate finished")
                 continue
             batch += final_trials(spec, tpl, known.choices.get(tpl.template_id))
-        out.history += phase(batch, spec.halving)
+        if batch:  # every configuration of the level may be blocked
+            out.history += phase(batch, spec.halving)
         out.finals += batch
     return out
 
