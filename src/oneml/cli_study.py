@@ -1,4 +1,5 @@
-"""`oneml study ...`: run, resume, status, export-argo, and the hidden worker command (registered by cli.py)."""
+"""`oneml study ...`: run, resume, extend, replicate, status, export-argo, and the hidden worker command
+(registered by cli.py)."""
 
 from __future__ import annotations
 
@@ -19,36 +20,119 @@ study_app = typer.Typer(help="Studies: many runs from one spec, resumable, paral
 
 def _study_run(spec_path: Path, executor: str | None, quiet: bool, **given) -> None:
     from oneml.study import load_study
-    from oneml.study.executors import ExecutorOptions
     from oneml.study.run import run_study
 
     spec = load_study(spec_path)
-    given["resources"] = _resources(given["resources"]) if given.get("resources") else None
-    options = ExecutorOptions.of(spec.executor, **given)
+    options = _options(spec, given)
     from oneml.train.guard import interruptible
 
     with interruptible():  # SIGTERM stops the trials in flight (recorded KILLED); running again resumes
         result = run_study(spec, executor, options, console=err, progress=not quiet)
     _status_table(spec)
+    if getattr(result, "looks", None):
+        seen = ",".join(str(entry["seeds"]) for entry in result.looks)
+        out.print(f"sequential seeds: {len(result.looks)} look(s) at {seen} seeds, stopped: {result.stopped}")
     out.print(f"steps trained this time: {result.steps_trained}")
+
+
+def _options(spec, given: dict):
+    from oneml.study.executors import ExecutorOptions
+
+    given["resources"] = _resources(given["resources"]) if given.get("resources") else None
+    return ExecutorOptions.of(spec.executor, **given)
+
+
+# The executor options of every command that runs trials (run, resume, extend, replicate).
+EXECUTOR = typer.Option(None, "--executor", help="local (default) or ray.")
+WORKERS = typer.Option(None, "--workers", min=1, help="Trials at once.")
+GPU_FRACTION = typer.Option(None, "--gpu-fraction", min=0.01, max=1.0, help="GPU share per trial.")
+RAY_ADDRESS = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: local).")
+CPUS = typer.Option(None, "--cpus-per-trial", min=0.01, help="ray: CPUs each trial reserves.")
+RESOURCE = typer.Option(
+    None, "--resource", help="ray: a custom resource each trial reserves, NAME=AMOUNT (repeatable)."
+)
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress display.")
 
 
 @study_app.command("run")
 def study_run_cmd(
     spec: Path = typer.Argument(..., help="Study YAML."),
-    executor: str | None = typer.Option(None, "--executor", help="local (default) or ray."),
-    workers: int | None = typer.Option(None, "--workers", min=1, help="Trials at once."),
-    gpu_fraction: float | None = typer.Option(None, "--gpu-fraction", min=0.01, max=1.0, help="GPU share per trial."),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: local)."),
-    cpus: float | None = typer.Option(None, "--cpus-per-trial", min=0.01, help="ray: CPUs each trial reserves."),
-    resource: list[str] = typer.Option(
-        None, "--resource", help="ray: a custom resource each trial reserves, NAME=AMOUNT (repeatable)."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    executor: str | None = EXECUTOR,
+    workers: int | None = WORKERS,
+    gpu_fraction: float | None = GPU_FRACTION,
+    ray_address: str | None = RAY_ADDRESS,
+    cpus: float | None = CPUS,
+    resource: list[str] = RESOURCE,
+    quiet: bool = QUIET,
 ):
-    """Run every trial of a study; finished runs are skipped, interrupted ones resume."""
+    """Run every trial of a study; finished runs are skipped, interrupted ones resume.
+
+    A study with sequential seeds runs in rounds until its guide is decided."""
     given = dict(workers=workers, gpu_fraction=gpu_fraction, ray_address=ray_address, cpus=cpus, resources=resource)
     _study_run(spec, executor, quiet, **given)
+
+
+@study_app.command("extend")
+def study_extend_cmd(
+    spec: Path = typer.Argument(..., help="Study YAML."),
+    seeds: int = typer.Option(..., "--seeds", min=1, help="Seeds to add to every configuration (the next unused)."),
+    executor: str | None = EXECUTOR,
+    workers: int | None = WORKERS,
+    gpu_fraction: float | None = GPU_FRACTION,
+    ray_address: str | None = RAY_ADDRESS,
+    cpus: float | None = CPUS,
+    resource: list[str] = RESOURCE,
+    quiet: bool = QUIET,
+):
+    """Add seeds to every configuration by hand and run them.
+
+    The same command again finishes an interrupted extension. Seeds added to a seed list after a look at the
+    results are not corrected for (the report says so); on a sequential study they are one more look."""
+    from oneml.study import load_study
+    from oneml.study.sequential import extend_study
+    from oneml.train.guard import interruptible
+
+    study = load_study(spec)
+    given = dict(workers=workers, gpu_fraction=gpu_fraction, ray_address=ray_address, cpus=cpus, resources=resource)
+    options = _options(study, given)
+    with interruptible():
+        result = extend_study(study, seeds, executor, options, console=err, progress=not quiet)
+    _status_table(study)
+    out.print(f"steps trained this time: {result.steps_trained}")
+
+
+@study_app.command("replicate")
+def study_replicate_cmd(
+    spec: Path = typer.Argument(..., help="Study YAML."),
+    seeds: str = typer.Option(..., "--seeds", help="Fresh seeds for the replication, comma-separated: 100,101,102."),
+    executor: str | None = EXECUTOR,
+    workers: int | None = WORKERS,
+    gpu_fraction: float | None = GPU_FRACTION,
+    ray_address: str | None = RAY_ADDRESS,
+    cpus: float | None = CPUS,
+    resource: list[str] = RESOURCE,
+    quiet: bool = QUIET,
+):
+    """Rerun the final configurations with fresh seeds; say whether each recommendation held.
+
+    The replication is its own study, <name>-replicate; its table is written next to its report."""
+    from oneml.study import load_study
+    from oneml.study.replicate import parse_seeds, replicate_study
+    from oneml.train.guard import interruptible
+
+    chosen = parse_seeds(seeds)
+    study = load_study(spec)
+    given = dict(workers=workers, gpu_fraction=gpu_fraction, ray_address=ray_address, cpus=cpus, resources=resource)
+    options = _options(study, given)
+    with interruptible():
+        rep = replicate_study(study, chosen, executor, options, console=err, progress=not quiet)
+    table = Table(title=f"replication {rep.name} of {study.name}")
+    for col in ("group", "priority", "before", "after", "outcome"):
+        table.add_column(col)
+    for r in rep.rows:
+        table.add_row(*(escape(c) for c in (r.group, r.priority, r.before, r.after, r.outcome)))
+    print_table(out, table)
+    out.print(f"written: {rep.folder / 'replication.md'}, replication.csv and report.html", markup=False)
 
 
 def _resources(items: list[str]) -> dict[str, float]:
@@ -99,8 +183,9 @@ def _status_table(spec) -> None:
     from collections import Counter
 
     from oneml.study.run import study_status
+    from oneml.study.sequential import planned
 
-    rows = study_status(spec)
+    rows = study_status(*(planned(spec) or (spec,)))  # a sequential or extended study: the trials its journal plans
     table = Table(title=f"study {spec.name}")
     for col in ("track", "grid", "seed", "run id", "state", "steps", "reason"):
         table.add_column(col)

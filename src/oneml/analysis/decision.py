@@ -93,6 +93,7 @@ hundredth of one is below what a study of a few seeds can tell apart."""
 MEMORY_TIE = 0.01
 """Peak memories within 1% of each other are a tie (the simpler method wins): allocator noise, not a method."""
 MARGIN_TAG = "oneml.study.margin"
+DEFAULT_ALPHA = 0.05
 DEFAULT_METRIC = "eval_loss"
 
 
@@ -101,8 +102,9 @@ class DecisionOptions:
     metric: str | None = None
     """The quality metric every rule starts from; None = eval_loss, or test_loss where runs recorded a test split
     (selection reads the validation rows; the guide compares on rows nothing selected on)."""
-    alpha: float = 0.05
-    """Chance of any wrong verdict in a group (shared among all pairs of configurations)."""
+    alpha: float | None = None
+    """Chance of any wrong verdict in a group (shared among all pairs of configurations). None (not set): 0.05,
+    or for a sequential study the share of alpha its last look spends (`analysis/sequential.py`)."""
     confidence: float = 0.95
     """Of the per-configuration summaries (the comparisons' intervals follow alpha)."""
     margin: Margin | str | float | None = None
@@ -236,6 +238,8 @@ def analyse(configs: list[Configuration], options: DecisionOptions, margin: Marg
         recorded = ", ".join(k for k in keys if not k.startswith("initial_")) or "none"
         raise OnemlError(f"--metric: no finished run recorded {options.metric!r}; recorded: {recorded}")
     margin = margin or resolve_margin(options, {})
+    if options.alpha is None:
+        options = replace(options, alpha=DEFAULT_ALPHA)
     ranking = rank(options.metric, quality.higher_is_better, values, margin, options.alpha)
     return Analysis(configs[0].group, {c.label: c for c in configs}, options, margin, summaries, ranking)
 
@@ -248,7 +252,14 @@ def resolve_margin(options: DecisionOptions, parent_tags: Mapping[str, str]) -> 
 
 
 def analyse_study(study: StudyResults, options: DecisionOptions) -> list[Analysis]:
+    """Every comparable group of the study, judged. Alpha not set: a sequential study's looks share it, so its
+    verdicts are judged at the share of its last look (what the report states), any other study at 0.05."""
+    from oneml.analysis.sequential import look_alpha
+
     margin = resolve_margin(options, study.parent_tags)
+    if options.alpha is None:
+        look = look_alpha(study.parent_tags, DEFAULT_ALPHA)
+        options = replace(options, alpha=look[0] if look else DEFAULT_ALPHA)
     groups: dict[tuple[str, str, str], list[Configuration]] = {}
     for config in study.configs:
         groups.setdefault(config.group, []).append(config)

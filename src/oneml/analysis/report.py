@@ -18,6 +18,7 @@ from pathlib import Path
 
 from oneml.analysis import html
 from oneml.analysis.decision import (
+    DEFAULT_ALPHA,
     DEFAULT_WEIGHTS,
     Analysis,
     DecisionOptions,
@@ -29,6 +30,7 @@ from oneml.analysis.decision import decision_table as decide_all
 from oneml.analysis.figures import FigureOut, all_figures, colours
 from oneml.analysis.results import StudyResults
 from oneml.analysis.rungs import halving_note, rung_table
+from oneml.analysis.sequential import look_alpha
 from oneml.analysis.tables import (
     Table,
     comparison_table,
@@ -120,6 +122,10 @@ def _warnings(study: StudyResults, analyses: list[Analysis]) -> list[str]:
     note = tuning_note(study)
     if note:
         out.append(note)
+    look = look_alpha(study.parent_tags, DEFAULT_ALPHA)
+    if look is not None and analyses:  # the looks' error is corrected only when alpha was left to the study
+        used = analyses[0].options.alpha
+        out.append(look[1] if used == look[0] else f"{look[1]}; these verdicts use alpha {used:g} as given instead")
     out += _rows_note(study, analyses)
     if study.excluded:
         counts: dict[str, int] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,7 +17,7 @@ from oneml.errors import Interrupted
 from oneml.study.executors import EXECUTORS, ExecutorOptions
 from oneml.study.expand import PENDING, Trial
 from oneml.study.halving import Rung, check_metric, ranking_rungs, run_halving
-from oneml.study.spec import Halving, StudySpec
+from oneml.study.spec import Halving, SequentialSeeds, StudySpec
 from oneml.study.state import read_entry, record, root_of, state
 from oneml.study.trial import Job
 from oneml.train.checkpoints import checkpoint_dir, read_json
@@ -154,13 +155,30 @@ class _Tracker:
 
 
 def run_study(
-    spec: StudySpec, executor: str | None = None, options: ExecutorOptions | None = None, console=None, progress=True
+    spec: StudySpec,
+    executor: str | None = None,
+    options: ExecutorOptions | None = None,
+    console=None,
+    progress=True,
+    select: Callable[[Trial], bool] | None = None,
+    trials: list[Trial] | None = None,
 ) -> StudyResult:
+    """Run the study: its tuning, then its final trials level by level. ``select``: only the final trials it
+    accepts (a round of sequential seeds); ``trials``: exactly these, no tuning nor stages (a replication's).
+    A study with sequential seeds runs in rounds (study/sequential.py)."""
     from oneml.study.expand import plan
     from oneml.study.progress import StudyProgress
-    from oneml.study.stages import recorded_known, run_levels
+    from oneml.study.stages import Outcome, recorded_known, run_levels
 
-    tuning, trials = plan(spec)  # every config validated, stages and tuning checked, before anything runs
+    if isinstance(spec.seeds, SequentialSeeds):
+        from oneml.study.sequential import run_sequential
+
+        return run_sequential(spec, executor, options, console, progress)
+    given = trials
+    keep = select or (lambda trial: True)
+    # every config validated, stages and tuning checked, before anything runs
+    tuning, trials = ([], given) if given is not None else plan(spec)
+    trials = [t for t in trials if keep(t)]
     if spec.halving:
         check_metric(spec.halving, trials)
     if spec.eval:
@@ -176,8 +194,9 @@ def run_study(
         tracker.tune(spec)
     by_id: dict[str, Trial] = {}
     spent, tuning_spent = 0, 0
-    if tuning or any(t.provisional for t in trials):  # what earlier runs decided, so that the view counts it done
+    if given is None and (tuning or any(t.provisional for t in trials)):  # what earlier runs decided (the view)
         tuning, trials = plan(spec, recorded_known(spec, trials))
+        trials = [t for t in trials if keep(t)]
     view = StudyProgress(tuning + trials, console, enabled=progress)
 
     def execute(pairs: list[tuple[Trial, int | None]]) -> None:
@@ -208,7 +227,7 @@ def run_study(
 
     def phase(batch: list[Trial], halving: Halving | None) -> list[list[str]]:
         """Run a batch of trials (one level's tuning runs or final runs), with halving when given."""
-        batch = [_with_parent(t, tracker.parent_id) for t in batch]
+        batch = [_with_parent(t, tracker.parent_id) for t in batch if t.tuning or keep(t)]
         by_id.update({t.run_id: t for t in batch})
         if halving:
             return run_halving(batch, halving, execute, prune, tracker.rung)
@@ -217,11 +236,11 @@ def run_study(
 
     try:
         with view:
-            levels = run_levels(spec, phase, tracker.tag)
+            levels = run_levels(spec, phase, tracker.tag) if given is None else Outcome(given, [], phase(given, None))
     except (KeyboardInterrupt, Interrupted) as err:  # the executor has stopped the trials in flight
         tracker.interrupted(str(err) or "interrupted (Ctrl-C)")
         raise
-    trials, history = [by_id.get(t.run_id, t) for t in levels.finals], levels.history
+    trials, history = [by_id.get(t.run_id, t) for t in levels.finals if keep(t)], levels.history
     states = {t.run_id: state(t) for t in trials}
     evaluated = {}
     if spec.eval:
@@ -248,9 +267,10 @@ def _waiting(spec: StudySpec, trial: Trial) -> str:
     return "waits for its tuning"
 
 
-def study_status(spec: StudySpec) -> list[dict[str, Any]]:
-    """Every trial's row: tuning trials first (track '<track> (tuning)'), then the final ones; a final trial whose
-    source or tuned value is not decided yet is 'waiting'."""
+def study_status(spec: StudySpec, select: Callable[[Trial], bool] | None = None) -> list[dict[str, Any]]:
+    """Every trial's row: tuning trials first (track '<track> (tuning)'), then the final ones (those ``select``
+    accepts: the trials a sequential study planned); a final trial whose source or tuned value is not decided
+    yet is 'waiting'."""
     from oneml.study.expand import plan
     from oneml.study.stages import recorded_known
 
@@ -258,7 +278,7 @@ def study_status(spec: StudySpec) -> list[dict[str, Any]]:
     if tuning or any(t.provisional for t in trials):
         tuning, trials = plan(spec, recorded_known(spec, trials))
     rows = []
-    for trial in tuning + trials:
+    for trial in tuning + [t for t in trials if select is None or select(t)]:
         entry = read_entry(trial)
         waiting = _waiting(spec, trial) if trial.provisional else ""
         rows.append(

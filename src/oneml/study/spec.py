@@ -180,6 +180,51 @@ class EvalStage(Section):
     """Prompts generated or scored together."""
 
 
+class SequentialSeeds(Section):
+    """`seeds: {initial: 3, max: 10, until: decided}`: seeds added in rounds, only to the configurations the
+    decision guide still needs, until it is decided (study/sequential.py; the looks' error is corrected by alpha
+    spending, analysis/sequential.py). Iterating gives the first round's seeds, as a seed list would."""
+
+    initial: int
+    """Seeds of every configuration in the first round; two at least, so that a spread can be measured."""
+    max: int = Field(gt=0, le=1000)
+    """The most seeds any configuration gets."""
+    until: Literal["decided"] = "decided"
+    """decided: after each round add seeds to the configurations named by a row of the guide that more seeds
+    could still decide; stop when none is left or at max. Needs the study's margin:."""
+    start: int = Field(default=0, ge=0)
+    """The first seed value: a configuration with n seeds has seeds start .. start+n-1 (shared, so they pair)."""
+    step: int | Literal["planned"] = "planned"
+    """Seeds added per round: a number, or planned (straight to the seeds the open rows need, at most max)."""
+
+    @field_validator("initial")
+    @classmethod
+    def _initial(cls, initial: int) -> int:
+        if initial < 2:
+            raise ValueError("must be at least 2 (one seed measures no spread)")
+        return initial
+
+    @field_validator("step")
+    @classmethod
+    def _step(cls, step: int | str) -> int | str:
+        if isinstance(step, int) and step < 1:
+            raise ValueError("must be a positive integer or 'planned'")
+        return step
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SequentialSeeds:
+        if self.initial > self.max:
+            raise OnemlError(f"seeds.initial: must be at most seeds.max ({self.max}), got {self.initial}")
+        return self
+
+    def __iter__(self):  # the first round, wherever a seed list is iterated (expansion, export)
+        return iter(self.values(self.initial))
+
+    def values(self, n: int) -> list[int]:
+        """The seeds of a configuration with ``n`` of them."""
+        return list(range(self.start, self.start + n))
+
+
 class StudySpec(Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
     """Study name; its runs are tagged oneml.study=<name> (it names folders, hence no '/' and no leading '.')."""
@@ -187,8 +232,8 @@ class StudySpec(Section):
     """The run config every trial starts from (as in `oneml train` YAML)."""
     tracks: dict[str, Track] = Field(default_factory=lambda: {"main": Track()})
     """Named tracks; each expands its grid x seeds."""
-    seeds: list[int] = Field(default_factory=lambda: [0])
-    """Seeds of every configuration (train.seed)."""
+    seeds: list[int] | SequentialSeeds = Field(default_factory=lambda: [0])
+    """Seeds of every configuration (train.seed): a list, or sequential {initial: 3, max: 10, until: decided}."""
     budget: Budget | None = None
     """Steps per run (default: the base's train.max_steps)."""
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
@@ -218,12 +263,41 @@ class StudySpec(Section):
                 raise ValueError(str(err).removeprefix("margin: ")) from None
         return margin
 
-    @field_validator("seeds")
+    @field_validator("seeds", mode="plain")
     @classmethod
-    def _seeds(cls, seeds: list[int]) -> list[int]:
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise ValueError("must be a non-empty list of distinct integers")
-        return seeds
+    def _seeds(cls, seeds: Any) -> list[int] | SequentialSeeds:
+        """A list as before; a mapping is sequential seeds, its errors named seeds.<key>."""
+        from pydantic import TypeAdapter, ValidationError
+
+        if isinstance(seeds, SequentialSeeds):
+            return seeds
+        if isinstance(seeds, dict):
+            return validate(SequentialSeeds, seeds, prefix="seeds")
+        try:
+            values = TypeAdapter(list[int]).validate_python(seeds)
+        except ValidationError:
+            values = []
+        if not values or len(set(values)) != len(values):
+            raise ValueError("must be a non-empty list of distinct integers, or {initial: 3, max: 10, until: decided}")
+        return values
+
+    @model_validator(mode="after")
+    def _sequential(self) -> StudySpec:
+        """Rounds stop when the guide is decided; "equivalent" needs a margin the study states, not a default."""
+        if not isinstance(self.seeds, SequentialSeeds):
+            return self
+        if self.seeds.until == "decided" and self.margin is None:
+            raise OnemlError("seeds.until: 'decided' needs margin: (e.g. margin: 1%)")
+        if self.halving is not None:
+            raise OnemlError("seeds: sequential seeds cannot be combined with halving (use a seed list)")
+        reach = self.seeds.values(self.seeds.max)
+        shared = sorted(set(self.tune.seeds) & set(reach)) if self.tune is not None else []
+        if shared:  # a later round's run would be the tuning run itself (the same config and seed)
+            raise OnemlError(
+                f"tune.seeds: seed {shared[0]} is one the sequential rounds may use ({reach[0]}..{reach[-1]}); "
+                f"tune on seeds outside that range"
+            )
+        return self
 
     @model_validator(mode="after")
     def _rungs(self) -> StudySpec:
