@@ -28,8 +28,9 @@ from oneml.analysis.metrics import metric
 from oneml.analysis.results import RunData, StudyResults
 from oneml.analysis.rungs import RUNG_PREFIX
 from oneml.analysis.tables import Table
+from oneml.tracking import tags as tag
 
-TUNING_TAG = "oneml.tuning"
+TUNING_TAG = tag.TUNING
 TEMPLATE_TAG = "oneml.tuning.template"
 FOR_TAG = "oneml.tuning.for"
 CHOSEN_TAG = "oneml.tuning.chosen"

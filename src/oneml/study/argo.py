@@ -53,6 +53,15 @@ def _check(spec, options: ArgoOptions) -> None:
         raise OnemlError("halving: successive halving decides between rungs; run it with --executor ray instead")
     if spec.eval is not None:
         raise OnemlError("eval: the evaluation stage is not exported; run `oneml eval` on the finished runs")
+    if spec.tune is not None:
+        raise OnemlError(
+            "tune: tuning chooses each configuration's value before its final runs; run it with --executor ray"
+        )
+    staged = [name for name, track in spec.tracks.items() if track.from_ is not None]
+    if staged:
+        raise OnemlError(
+            f"tracks.{staged[0]}.from: a stage starts from its source's finished run; run it with --executor ray"
+        )
     if options.gpus < 0 or (options.parallelism is not None and options.parallelism < 1):
         raise OnemlError("--gpus must be 0 or more and --parallelism 1 or more")
 

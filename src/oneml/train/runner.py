@@ -286,7 +286,10 @@ def _execute(run: RunContext) -> RunResult:
     resume = last_checkpoint(ckpt) if ckpt is not None else None
     start_step = int(resume.name.split("-")[-1]) if resume else 0
     metrics: dict[str, float] = {}
-    tester = _TestEvaluation(config, setup, trainer) if run.final and setup.data.test is not None else None
+    # A tuning run is a selection: it has no business with the test rows, not even to record a score no one reads.
+    tuning = config.tracking.tags.get(tag.TUNING, "").lower() == "true"
+    tests = run.final and setup.data.test is not None and not tuning
+    tester = _TestEvaluation(config, setup, trainer) if tests else None
     with console.status("scoring the reference"):
         evaluator.prepare()
         if tester is not None:  # the reference is the starting model, so it is scored before any step
