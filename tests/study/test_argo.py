@@ -102,7 +102,7 @@ def test_the_schema_check_is_live(tmp_path, capsys):
         (["--tracking-uri", "sqlite:///x.db"], {}, "--tracking-uri: pods need an MLflow server"),
         ([], {"halving": {"min_steps": 2, "eta": 2}}, "halving: successive halving decides between rungs"),
         ([], {"base": {"method": {"name": "nope"}}}, "method.name"),
-        ([], {"tune": {"grid": {"train.learning_rate": [1e-4, 1e-3]}}}, "tune: tuning chooses each configuration"),
+        ([], {"tune": {"grid": {"train.warmup_ratio": [0.0, 0.1]}}}, "tune: tuning chooses each configuration"),
     ],
 )
 def test_refusals_write_nothing(tmp_path, capsys, extra, changes, message):
