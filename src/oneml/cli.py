@@ -224,7 +224,9 @@ def _priorities() -> str:
     return ", ".join(PRIORITIES.names())
 
 
-def _analysis_options(metric: str | None, alpha: float, margin: str | None, weights: str | None, bootstrap: bool):
+def _analysis_options(
+    metric: str | None, alpha: float | None, margin: str | None, weights: str | None, bootstrap: bool
+):
     from oneml.analysis import DecisionOptions, parse_margin, parse_weights
 
     interval = "bootstrap" if bootstrap else "t"
@@ -248,7 +250,8 @@ METRIC_HELP = f"Quality metric the decisions start from: {_quality_metrics()}, b
 METRIC_HELP += "Default: test_loss where runs recorded a test split, else eval_loss."
 WEIGHTS_HELP = f"Starting-point weights: quality=2,memory=1,... or a YAML file (criteria: {_criteria()})."
 MARGIN_HELP = "Equivalence margin: '1%' of the best mean, or metric units (0.02). Default: the study's, else 1%."
-ALPHA_HELP = "Chance of any wrong verdict per group, shared among all pairs of configurations."
+ALPHA_HELP = "Chance of any wrong verdict per group, shared among all pairs of configurations. Default 0.05; a "
+ALPHA_HELP += "sequential study's last look uses its own share of it."
 
 
 @app.command("report")
@@ -260,7 +263,7 @@ def report_cmd(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
     out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default: <root>/reports/<study>)."),
     metric: str | None = typer.Option(None, "--metric", help=METRIC_HELP),
-    alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.5, help=ALPHA_HELP),
+    alpha: float | None = typer.Option(None, "--alpha", min=0.0001, max=0.5, help=ALPHA_HELP),
     margin: str | None = typer.Option(None, "--margin", help=MARGIN_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     bootstrap: bool = typer.Option(False, "--bootstrap", help="Bootstrap confidence intervals instead of t."),
@@ -286,7 +289,7 @@ def recommend_cmd(
     root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
     metric: str | None = typer.Option(None, "--metric", help=METRIC_HELP),
-    alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.5, help=ALPHA_HELP),
+    alpha: float | None = typer.Option(None, "--alpha", min=0.0001, max=0.5, help=ALPHA_HELP),
     margin: str | None = typer.Option(None, "--margin", help=MARGIN_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
 ):

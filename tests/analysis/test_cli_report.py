@@ -103,3 +103,25 @@ def test_analysis_never_imports_torch(store, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_report_of_a_sequential_study_judges_at_its_last_look_unless_alpha_is_given(capsys, tmp_path):
+    """`oneml report` passes no alpha unless --alpha is given, so a sequential study's guide uses its look's share."""
+    from synthetic import Spec, StudyWriter
+
+    from oneml.analysis.sequential import look_alpha, look_tags
+
+    writer = StudyWriter(tmp_path / "oneml-runs")
+    tags = look_tags([3, 5], 10, 0.05)
+    writer.run({"oneml.study": "seq", "oneml.study_parent": "true"} | tags, {})
+    for i, loss in enumerate((1.40, 1.45)):
+        writer.config_runs("seq", Spec("lora", {"method.r": str(4 * (i + 1))}, loss, seeds=(0, 1, 2, 3, 4)), i)
+    sentence = look_alpha(tags, 0.05)[1]
+    code, _, err = run_cli(capsys, "report", "seq", "--root", str(writer.root), "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    text = " ".join((tmp_path / "r" / "report.md").read_text().split())
+    assert sentence in text and "as given instead" not in text
+    code, _, err = run_cli(capsys, "report", "seq", "--alpha", "0.05", "--root", str(writer.root),
+                           "--out", str(tmp_path / "g"))  # fmt: skip
+    assert code == 0, err
+    assert "as given instead" in (tmp_path / "g" / "report.md").read_text()

@@ -103,6 +103,7 @@ def test_the_schema_check_is_live(tmp_path, capsys):
         ([], {"halving": {"min_steps": 2, "eta": 2}}, "halving: successive halving decides between rungs"),
         ([], {"base": {"method": {"name": "nope"}}}, "method.name"),
         ([], {"tune": {"grid": {"train.warmup_ratio": [0.0, 0.1]}}}, "tune: tuning chooses each configuration"),
+        ([], {"seeds": {"initial": 2, "max": 4, "until": "decided"}, "margin": "1%"}, "seeds: sequential rounds"),
     ],
 )
 def test_refusals_write_nothing(tmp_path, capsys, extra, changes, message):

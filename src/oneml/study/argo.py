@@ -53,6 +53,8 @@ def _check(spec, options: ArgoOptions) -> None:
         raise OnemlError("halving: successive halving decides between rungs; run it with --executor ray instead")
     if spec.eval is not None:
         raise OnemlError("eval: the evaluation stage is not exported; run `oneml eval` on the finished runs")
+    if not isinstance(spec.seeds, list):
+        raise OnemlError("seeds: sequential rounds look at the results between rounds; run them with --executor ray")
     if spec.tune is not None:
         raise OnemlError(
             "tune: tuning chooses each configuration's value before its final runs; run it with --executor ray"
