@@ -44,9 +44,38 @@ class ModelConfig(Section):
     the base before this run's method applies (so DPO's reference is that starting point)."""
 
 
+class MixEntry(Section):
+    """One dataset of a mix (data.datasets)."""
+
+    dataset: str = Field(min_length=1)
+    """A dataset from `oneml datasets`, or a local .json/.jsonl/.csv/.parquet file."""
+    weight: float = 1.0
+    """Its share of the mix: weight / sum of the weights (the source that runs out first sets the mix's size)."""
+    max_samples: int | None = Field(default=None, gt=0)
+    """Use at most this many of its usable rows (a seeded shuffle first), before mixing."""
+    format: Literal[("auto", *FORMATS.names())] | None = None  # type: ignore[valid-type]
+    """Its row format (default: data.format)."""
+    split: str | None = None
+    """Its split, for hub datasets (default: data.split, else the catalogue's)."""
+
+    @field_validator("weight")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        # pydantic's gt=0 would be reported as "a positive integer" for `weight: 0` (the field is in a list)
+        if value <= 0:
+            raise ValueError(f"must be a positive number, got {value:g}")
+        return value
+
+
 class DataConfig(Section):
     dataset: str = "alpaca-demo"
-    """A dataset from `oneml datasets`, or a local .json/.jsonl/.csv/.parquet file."""
+    """A dataset from `oneml datasets`, or a local .json/.jsonl/.csv/.parquet file. With data.datasets it is set
+    for you, to a label of the mix (e.g. alpaca-demo*2+gsm8k*1)."""
+    datasets: list[MixEntry] | None = None
+    """Several datasets mixed in one run, instead of data.dataset: [{dataset, weight (default 1), max_samples, format,
+    split}]. Examples are drawn in proportion to the weights without repeating any (weights 1 and 1 over 999 and
+    300 rows give 300 + 300), in an order fixed by split_seed, then split as one dataset; data.stats.sources
+    records each one's rows, usable rows and rows used."""
     format: Literal[("auto", *FORMATS.names())] = "auto"  # type: ignore[valid-type]
     """Row format; auto detects it from the fields of the first row."""
     split: str | None = None
@@ -66,9 +95,15 @@ class DataConfig(Section):
     """Seed of the train/eval/test split; fixed apart from the run seed so that every run is scored on the same
     rows."""
     max_length: int = Field(default=512, gt=8)
-    """Longest tokenized example; longer ones are truncated (and dropped if no response token is left)."""
+    """Longest tokenized example; longer ones are truncated (SFT: dropped if no response token is left; preference
+    and KTO: the prompt keeps its end and the answers their start, see max_completion_length)."""
+    max_completion_length: int | None = Field(default=None, gt=0)
+    """Preference and KTO data: what an answer keeps when prompt + answer exceed max_length (the prompt is cut from
+    the left to the rest; a short prompt leaves its room to the answers). Default: half of max_length, as TRL's
+    defaults (max_prompt_length 512 of max_length 1024)."""
     loss_on: Literal[tuple(LABELERS)] = "response"  # type: ignore[valid-type]
-    """Compute the loss on the assistant responses only (default) or on every token."""
+    """Compute the loss on the assistant responses only (default) or on every token; either way without the turns a
+    row marks as not learned (loss_weight: 0, train: false, weight: 0)."""
     system_prompt: str | None = None
     """System message put before every conversation that has none."""
     chat_template: str | None = None
@@ -76,6 +111,48 @@ class DataConfig(Section):
     packing: bool = True
     """SFT: padding-free batches (examples concatenated into one row, position ids restarting per example, no
     attention across examples; same loss). Switched off, with the reason recorded, where it is not exact."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, data: Any) -> Any:
+        """data.dataset or data.datasets, not both; with datasets, dataset becomes the mix's label (tags, tables)."""
+        if not isinstance(data, dict) or data.get("datasets") is None:
+            return data
+        label = _mix_label(data["datasets"])
+        if "dataset" in data and data["dataset"] != label:  # a saved config holds the label: that is consistent
+            raise OnemlError(
+                f"data.datasets: give data.dataset or data.datasets, not both (data.dataset is {data['dataset']!r})"
+            )
+        return {**data, "dataset": label} if label is not None else data
+
+    @model_validator(mode="after")
+    def _lengths(self) -> DataConfig:
+        if self.datasets is not None and not self.datasets:
+            raise OnemlError("data.datasets: must list at least one dataset, e.g. [{dataset: alpaca-demo, weight: 1}]")
+        if self.max_completion_length is not None and self.max_completion_length >= self.max_length:
+            raise OnemlError(
+                f"data.max_completion_length: must be below data.max_length ({self.max_length}), "
+                f"got {self.max_completion_length}"
+            )
+        return self
+
+
+def _mix_label(entries: Any) -> str | None:
+    """``a*2+b*1`` for a list of mix entries; None when the list is malformed (its validation then says why)."""
+    if not isinstance(entries, list):
+        return None
+    parts = []
+    for entry in entries:
+        entry = entry.model_dump() if isinstance(entry, MixEntry) else entry
+        weight = entry.get("weight", 1.0) if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("dataset"), str) or not _is_number(weight):
+            return None
+        parts.append(f"{entry['dataset']}*{weight:g}")
+    return "+".join(parts) or None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class TrainConfig(Section):
@@ -236,7 +313,7 @@ class RunConfig(Section):
         return payload
 
 
-_ADDED_LATER = {"data": ("test_size", "test_fraction")}
+_ADDED_LATER = {"data": ("test_size", "test_fraction", "datasets", "max_completion_length")}
 """Keys added after runs had been recorded: left out of the identity while unset (None), so that every config
 written before them keeps its run id and a study resumes its finished runs instead of training them again."""
 

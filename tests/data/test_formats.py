@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from oneml.data import FORMATS, PreferencePair, detect_format, to_conversations, to_pairs
+from oneml.data import FORMATS, Conversation, PreferencePair, UnpairedExample, detect_format, to_conversations, to_pairs
 from oneml.errors import OnemlError
 
 
@@ -37,6 +37,10 @@ SAMPLES = {
         {"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."},
         [_msg("user", "Hi"), _msg("assistant", "Hello!")],
     ),
+    "kto": (  # no conversation for SFT: its sample is what to_unpaired makes of it
+        {"prompt": "Hi", "completion": "Go away.", "label": False},
+        [UnpairedExample(prompt=[_msg("user", "Hi")], completion="Go away.", label=False)],
+    ),
 }
 
 
@@ -48,7 +52,8 @@ def test_every_format_has_a_sample():
 def test_sample_converts_and_is_detected(name):
     row, expected = SAMPLES[name]
     assert detect_format(row) == name
-    assert FORMATS.get(name).to_conversation(row) == expected
+    fmt = FORMATS.get(name)
+    assert (fmt.to_conversation or fmt.to_unpaired)(row) == expected
 
 
 def test_alpaca_input_follows_a_blank_line():
@@ -155,8 +160,8 @@ def test_preference_multi_turn_prompt_comes_from_the_conversation():
 def test_sft_on_preference_rows_learns_the_chosen_answer(shared_data):
     rows = json.loads((shared_data / "dpo_en_demo.json").read_text())
     out = to_conversations(rows, "preference", "dpo-demo")
-    assert len(out.items) == len(rows)
-    assert out.items[0][-1] == _msg("assistant", rows[0]["chosen"]["value"])
+    assert len(out.items) == len(rows) and isinstance(out.items[0], Conversation)
+    assert out.items[0].messages[-1] == _msg("assistant", rows[0]["chosen"]["value"])
 
 
 def test_detect_on_real_rows(shared_data):

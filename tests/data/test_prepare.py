@@ -229,13 +229,13 @@ def test_preference_strings(tok):
     assert "<|im_start|>" not in row["chosen"]
 
 
-def test_pairs_whose_prompt_fills_max_length_are_skipped_and_counted(tok):
-    # With one token per byte, many dpo-demo prompts are longer than 512 tokens.
+def test_pairs_longer_than_max_length_are_cut_kept_and_counted(tok):
+    # With one token per byte many dpo-demo prompts exceed 512 tokens: cut, not skipped (more in test_judged.py).
     data = prepare_preference(DataConfig(dataset="dpo-demo", max_samples=40, eval_size=4, max_length=512), tok)
-    assert data.stats["skipped_too_long"] > 0
-    assert len(data.train) + len(data.eval) + data.stats["skipped_too_long"] == 40
+    assert data.stats["truncated_pairs"] > 0 and "skipped_too_long" not in data.stats
+    assert len(data.train) + len(data.eval) == 40
     for row in data.train:
-        assert len(tok(row["prompt"], add_special_tokens=False)["input_ids"]) + 16 <= 512
+        assert len(tok(row["prompt"] + row["chosen"])["input_ids"]) <= 512
 
 
 def test_preference_skips_are_counted(tmp_path, tok):

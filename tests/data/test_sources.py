@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 import urllib.error
 import zipfile
@@ -270,3 +271,56 @@ def test_hub_source_reads_rows_and_wraps_failures(monkeypatch):
     with pytest.raises(OnemlError) as err:
         load_rows(DataConfig(dataset="dolly", split="test"))
     assert str(err.value) == "data.dataset: could not load 'dolly' from the Hugging Face hub: Couldn't reach the hub"
+
+
+# --------------------------------------------------------------------------- unreadable files
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+
+
+def _parquet_bytes(tmp_path) -> bytes:
+    _write_parquet(tmp_path / "real.parquet")
+    return (tmp_path / "real.parquet").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("image.jsonl", lambda _: PNG, r"is not UTF-8 text \(byte 0x89 at offset 0\): a binary file, or text in"),
+        ("rows.json", _parquet_bytes, r"is not UTF-8 text \(byte 0x[0-9a-f]{2} at offset \d+\)"),  # parquet as .json
+        (
+            "latin1.json",
+            lambda _: json.dumps([{"instruction": "café", "output": "ok"}], ensure_ascii=False).encode("latin-1"),
+            r"is not UTF-8 text \(byte 0xe9 at offset 21\)",
+        ),
+        ("utf16.csv", lambda _: "instruction,output\nq,a\n".encode("utf-16"), r"is UTF-16 text; save it as UTF-8$"),
+        ("empty.json", lambda _: b"", r"is empty \(0 bytes\)$"),
+        ("folder.json", None, r"is a directory, not a data file; name a \.json/\.jsonl/\.csv/\.parquet file$"),
+    ],
+    ids=["binary", "parquet-named-json", "latin-1", "utf-16", "empty", "directory"],
+)
+def test_an_unreadable_file_is_one_line_naming_it(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content(tmp_path))
+    with pytest.raises(OnemlError) as err:
+        load_rows(DataConfig(dataset=str(path)))
+    text = str(err.value)
+    assert text.startswith(f"data.dataset: {path} ") and "\n" not in text
+    assert re.search(message, text), text
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(ROWS).encode())
+    assert load_rows(DataConfig(dataset=str(path))) == ROWS
+
+
+def test_jsonl_lines_split_at_newlines_only(tmp_path):
+    # U+2028 is legal inside a JSON string; str.splitlines would cut the row there.
+    rows = [{"instruction": "a\u2028b", "output": "c"}]
+    path = tmp_path / "sep.jsonl"
+    path.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n", encoding="utf-8")
+    assert load_rows(DataConfig(dataset=str(path))) == rows

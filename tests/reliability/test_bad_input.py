@@ -22,7 +22,9 @@ def _jsonl(rows: list) -> str:
 
 
 GOOD = {"instruction": "Say hi.", "input": "", "output": "Hi!"}
-# (case id, files to write {name: text}, extra CLI arguments, expected fragment of the error line)
+HALF_WEIGHT = {"role": "assistant", "content": "a", "loss_weight": 0.5}  # the SFT loss masks; it cannot weight
+# (case id, files to write {name: text, bytes or None for a directory}, extra CLI arguments, expected fragment of
+# the error line)
 CASES = [
     (
         "malformed YAML",
@@ -61,6 +63,44 @@ CASES = [
         {"d.jsonl": _jsonl([GOOD, GOOD, '{"instruction": "x",', GOOD])},
         ["--set", "data.dataset={dir}/d.jsonl"],
         "d.jsonl line 3: invalid JSON",
+    ),
+    (
+        "binary file as a dataset",
+        {"d.jsonl": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x08\x06\x1f\x15\xc4\x89"},
+        ["--set", "data.dataset={dir}/d.jsonl"],
+        "d.jsonl is not UTF-8 text (byte 0x89 at offset 0)",
+    ),
+    (
+        "dataset in another encoding",
+        {"d.json": json.dumps([GOOD | {"output": "Hé!"}] * 4, ensure_ascii=False).encode("cp1252")},
+        ["--set", "data.dataset={dir}/d.json"],
+        "d.json is not UTF-8 text (byte 0xe9 at offset",
+    ),
+    ("dataset is a directory", {"d.json": None}, ["--set", "data.dataset={dir}/d.json"], "d.json is a directory"),
+    ("dataset file empty", {"d.jsonl": ""}, ["--set", "data.dataset={dir}/d.jsonl"], "d.jsonl is empty (0 bytes)"),
+    (
+        "non-text message part",
+        {"d.jsonl": _jsonl([{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}])},
+        ["--set", "data.dataset={dir}/d.jsonl"],
+        "row 0 of",
+    ),
+    (
+        "loss weight the loss cannot honour",
+        {"d.jsonl": _jsonl([{"messages": [{"role": "user", "content": "q"}, HALF_WEIGHT]}])},
+        ["--set", "data.dataset={dir}/d.jsonl"],
+        "messages[1].loss_weight must be 0 or 1",
+    ),
+    (
+        "DPO on unpaired KTO rows",
+        {"d.jsonl": _jsonl([{"prompt": "q", "completion": "a", "label": True}] * 4)},
+        ["--set", "data.dataset={dir}/d.jsonl", "--set", "objective.name=dpo"],
+        "needs paired rows (chosen/rejected); ",
+    ),
+    (
+        "dataset and datasets both",
+        {},
+        ["--set", "data.dataset=alpaca-demo", "--set", "data.datasets=[{dataset: gsm8k}]"],
+        "data.datasets: give data.dataset or data.datasets, not both",
     ),
     (
         "missing field",
@@ -141,8 +181,14 @@ CASES = [
 
 @pytest.mark.parametrize("files, args, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_records_nothing(tmp_path, capsys, files, args, expected):
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
+    for name, content in files.items():  # text, bytes (a binary file), or None (a directory)
+        path = tmp_path / name
+        if content is None:
+            path.mkdir()
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
     root = tmp_path / "runs-root"
     argv = [a.replace("{dir}", str(tmp_path)) for a in args]
     settings = [a for o in TINY for a in ("--set", o)] + ["--set", f"tracking.root={root}"]

@@ -3,14 +3,35 @@
     from oneml.data import prepare_sft
     data = prepare_sft(cfg.data, tokenizer)   # data.train / data.eval (/ data.test): input_ids + labels; data.stats
 
+prepare_preference gives prompt/chosen/rejected strings (DPO, ORPO), prepare_unpaired prompt/completion/label
+(KTO); data.datasets mixes several datasets by weight (`oneml.data.mix`).
+
 Importing this package is cheap: `datasets` and transformers are imported inside the functions
 that need them.
 """
 
 from __future__ import annotations
 
-from oneml.data.formats import FORMATS, Format, PreferencePair, detect_format, to_conversations, to_pairs
-from oneml.data.prepare import PreparedData, prepare_preference, prepare_sft, split_rows, train_eval_split
+from oneml.data.formats import (
+    FORMATS,
+    Conversation,
+    Format,
+    PreferencePair,
+    UnpairedExample,
+    detect_format,
+    to_conversations,
+    to_pairs,
+    to_unpaired,
+)
+from oneml.data.mix import load_items
+from oneml.data.prepare import (
+    PreparedData,
+    prepare_preference,
+    prepare_sft,
+    prepare_unpaired,
+    split_rows,
+    train_eval_split,
+)
 from oneml.data.sources import (
     DATASETS,
     FILE_READERS,
@@ -28,21 +49,26 @@ __all__ = [
     "FORMATS",
     "IGNORE_INDEX",
     "NAMED_TEMPLATES",
+    "Conversation",
     "DatasetSource",
     "Format",
     "HubSource",
     "PackageIndexSource",
     "PreferencePair",
     "PreparedData",
+    "UnpairedExample",
     "detect_format",
+    "load_items",
     "load_rows",
     "prepare_preference",
     "prepare_sft",
+    "prepare_unpaired",
     "read_file",
     "resolve_chat_template",
     "split_rows",
     "to_conversations",
     "to_pairs",
+    "to_unpaired",
     "tokenize_conversation",
     "train_eval_split",
 ]

@@ -1,7 +1,9 @@
 """From a DataConfig to train/eval(/test) datasets ready for a trainer, with statistics about what was kept.
 
-    load rows -> convert (format) -> seeded shuffle (split_seed) -> max_samples -> hold out test, then eval
-              -> tokenize with response labels (SFT) or render prompt/chosen/rejected (preference)
+    load rows -> convert (format) [-> mix several datasets by weight] -> seeded shuffle (split_seed) -> max_samples
+              -> hold out test, then eval
+              -> tokenize with response labels (SFT), or render prompt/chosen/rejected (preference) or
+                 prompt/completion/label (unpaired, KTO), cut to max_length the way TRL cuts them
 
 The split depends on ``split_seed`` only, never on the run seed: every run of a study is scored on
 the same held-out rows, so their eval losses are comparable. The optional test split is for the
@@ -13,12 +15,16 @@ leaves the eval and train rows exactly as they were.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from oneml.data.formats import FORMATS, Converted, Message, PreferencePair, detect_format, to_conversations, to_pairs
-from oneml.data.sources import DATASETS, load_rows
-from oneml.data.templates import IGNORE_INDEX, render, resolve_chat_template, tokenize_conversation
+from oneml.data.formats import Conversation
+from oneml.data.messages import with_system_prompt
+from oneml.data.mix import load_items, read_source, sources
+from oneml.data.pairs import Budget, fit_all, render_pair, render_unpaired
+from oneml.data.templates import IGNORE_INDEX, resolve_chat_template, tokenize_conversation
 from oneml.errors import OnemlError
 
 if TYPE_CHECKING:
@@ -36,21 +42,14 @@ class PreparedData:
     """The test split (data.test_size / data.test_fraction), None without one."""
 
 
-def resolve_format(cfg: DataConfig, rows: list[dict[str, Any]]) -> str:
-    """cfg.format, else the catalogue's format, else detected from the first row."""
-    if cfg.format != "auto":
-        FORMATS.get(cfg.format)  # an unknown name fails here with a did-you-mean
-        return cfg.format
-    if cfg.dataset in DATASETS:
-        return DATASETS.get(cfg.dataset).format
-    return detect_format(rows[0], cfg.dataset)
-
-
 def _load(cfg: DataConfig) -> tuple[list[dict[str, Any]], str]:
-    rows = load_rows(cfg)
-    if not rows:
-        raise OnemlError(f"data.dataset: {cfg.dataset} has no rows")
-    return rows, resolve_format(cfg, rows)
+    """(rows, format) of data.dataset, for readers of raw rows (`oneml.eval`); a mix has no single format."""
+    if cfg.datasets is not None:
+        raise OnemlError(
+            "data.datasets: this step reads the rows of one dataset, and this run mixes several; "
+            "use oneml.data.mix.load_items for the mixed examples"
+        )
+    return read_source(sources(cfg)[0])
 
 
 def split_rows(items: list[Any], cfg: DataConfig) -> tuple[list[Any], list[Any], list[Any]]:
@@ -98,28 +97,16 @@ def _check_sizes(cfg: DataConfig, n: int, n_test: int, n_eval: int) -> None:
     )
 
 
-def _converted_or_fail(converted: Converted, cfg: DataConfig, rows: int) -> list[Any]:
-    if not converted.items:
-        raise OnemlError(
-            f"data.dataset: none of the {rows} rows of {cfg.dataset} is usable "
-            f"({converted.skipped_empty} empty, {converted.skipped_identical} with chosen == rejected)"
-        )
-    return converted.items
-
-
-def with_system_prompt(conversation: list[Message], system_prompt: str | None) -> list[Message]:
-    if not system_prompt or any(m["role"] == "system" for m in conversation):
-        return conversation
-    return [{"role": "system", "content": system_prompt}, *conversation]
+def _with_system(conversation: Conversation, system_prompt: str | None) -> Conversation:
+    return Conversation(with_system_prompt(conversation.messages, system_prompt), conversation.tools)
 
 
 def prepare_sft(cfg: DataConfig, tokenizer: Any) -> PreparedData:
     """Train/eval(/test) datasets of input_ids + labels (lists of ints), and statistics."""
     import datasets
 
-    rows, fmt = _load(cfg)
-    converted = to_conversations(rows, fmt, cfg.dataset)
-    conversations = [with_system_prompt(c, cfg.system_prompt) for c in _converted_or_fail(converted, cfg, len(rows))]
+    loaded = load_items(cfg, "sft")
+    conversations = [_with_system(c, cfg.system_prompt) for c in loaded.items]
     split = split_rows(conversations, cfg)
     template = resolve_chat_template(tokenizer, cfg)
     counts = {"truncated": 0, "dropped_no_labels": 0}
@@ -133,11 +120,8 @@ def prepare_sft(cfg: DataConfig, tokenizer: Any) -> PreparedData:
             )
         parts[name] = examples
     stats = {
-        "dataset": cfg.dataset,
-        "format": fmt,
-        "rows": len(rows),
+        **loaded.stats,
         **_split_sizes(parts),
-        "skipped_empty": converted.skipped_empty,
         **counts,
         **_token_stats([e for examples in parts.values() for e in examples]),
     }
@@ -160,11 +144,13 @@ def _split_sizes(parts: dict[str, list[Any]]) -> dict[str, int]:
 
 
 def _tokenize_all(
-    tokenizer: Any, conversations: list[list[Message]], cfg: DataConfig, template: str, counts: dict[str, int]
+    tokenizer: Any, conversations: list[Conversation], cfg: DataConfig, template: str, counts: dict[str, int]
 ) -> list[dict[str, Any]]:
     examples = []
-    for conversation in conversations:
-        example = tokenize_conversation(tokenizer, conversation, cfg.max_length, cfg.loss_on, chat_template=template)
+    for conv in conversations:
+        example = tokenize_conversation(
+            tokenizer, conv.messages, cfg.max_length, cfg.loss_on, chat_template=template, tools=conv.tools
+        )
         if example is None:
             counts["dropped_no_labels"] += 1
             continue
@@ -183,78 +169,51 @@ def _token_stats(examples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def prepare_preference(cfg: DataConfig, tokenizer: Any) -> PreparedData:
-    """Train/eval(/test) datasets of prompt/chosen/rejected strings, for DPO-style trainers.
+def completion_budget(cfg: DataConfig) -> Budget:
+    """data.max_length and what an answer keeps when the prompt is long (data.max_completion_length, default half)."""
+    return Budget(cfg.max_length, cfg.max_completion_length or cfg.max_length // 2)
 
-    prompt = the prompt conversation rendered with the chat template and its generation prompt;
-    chosen/rejected = the answer text followed by the template's end-of-turn (e.g. ``<|im_end|>``).
+
+def prepare_preference(cfg: DataConfig, tokenizer: Any, objective: str | None = None) -> PreparedData:
+    """Train/eval(/test) datasets of prompt/chosen/rejected strings, for DPO-style trainers (`oneml.data.pairs`).
+
+    A pair longer than data.max_length is cut (prompt from the left, answers to the completion budget), kept and
+    counted (``truncated_pairs``); ``objective`` names the objective in refusals of data it cannot use.
     """
-    import datasets
-
-    rows, fmt = _load(cfg)
-    if FORMATS.get(fmt).to_pair is None:
-        pref = [e.name for e in DATASETS.entries() if FORMATS.get(e.value.format).to_pair is not None]
-        raise OnemlError(
-            f"data.dataset: {cfg.dataset!r} has no preference pairs (chosen/rejected); use a preference "
-            f"dataset ({', '.join(pref)}, or a file with chosen/rejected fields) or the sft objective"
-        )
-    converted = to_pairs(rows, fmt, cfg.dataset)
-    pairs = _converted_or_fail(converted, cfg, len(rows))
-    split = split_rows(pairs, cfg)
+    loaded = load_items(cfg, "preference", objective)
     template = resolve_chat_template(tokenizer, cfg)
-    too_long = 0
-    rendered = {}
-    for name, part in _named_parts(split):
-        rows_ = [_render_pair(tokenizer, p, template, cfg.system_prompt) for p in part]
-        rendered[name] = [r for r in rows_ if _fits(tokenizer, r, cfg.max_length)]
-        too_long += len(rows_) - len(rendered[name])
-        if not rendered[name]:
-            raise OnemlError(
-                f"data.max_length: every {name} prompt of {cfg.dataset} leaves fewer than {MIN_COMPLETION_TOKENS} "
-                f"of the {cfg.max_length} tokens for the answers; raise data.max_length"
-            )
-    built = {k: datasets.Dataset.from_list(v) for k, v in rendered.items()}
-    stats = {
-        "dataset": cfg.dataset,
-        "format": fmt,
-        "rows": len(rows),
-        **_split_sizes(rendered),
-        "skipped_empty": converted.skipped_empty,
-        "skipped_identical": converted.skipped_identical,
-        "skipped_too_long": too_long,
-    }
+    render = partial(render_pair, tokenizer, template=template, system_prompt=cfg.system_prompt)
+    built, cut = _render_and_fit(tokenizer, split_rows(loaded.items, cfg), render, ("chosen", "rejected"), cfg)
+    stats = {**loaded.stats, **_split_sizes(built), "truncated_pairs": cut}
     return PreparedData(train=built["train"], eval=built["eval"], stats=stats, test=built.get("test"))
 
 
-MIN_COMPLETION_TOKENS = 16
-"""A pair whose prompt leaves less room than this for the answers is skipped (and counted): trainers would
-otherwise score an empty or nearly empty completion, which makes the preference loss meaningless (NaN)."""
+def prepare_unpaired(cfg: DataConfig, tokenizer: Any, objective: str | None = None) -> PreparedData:
+    """Train/eval(/test) datasets of prompt/completion/label (TRL's KTO data: label True = desirable answer).
+
+    From KTO rows (`label`) or from preference pairs (each pair gives a desirable and an undesirable example);
+    cut to data.max_length like pairs and counted (``truncated``), plus ``desirable`` / ``undesirable`` counts
+    of the training split (KTO weighs the two by their shares).
+    """
+    loaded = load_items(cfg, "unpaired", objective)
+    template = resolve_chat_template(tokenizer, cfg)
+    render = partial(render_unpaired, tokenizer, template=template, system_prompt=cfg.system_prompt)
+    built, cut = _render_and_fit(tokenizer, split_rows(loaded.items, cfg), render, ("completion",), cfg)
+    desirable = sum(built["train"]["label"])
+    stats = {**loaded.stats, **_split_sizes(built), "truncated": cut, "desirable": desirable}
+    stats["undesirable"] = len(built["train"]) - desirable
+    return PreparedData(train=built["train"], eval=built["eval"], stats=stats, test=built.get("test"))
 
 
-def _fits(tokenizer: Any, row: dict[str, str], max_length: int) -> bool:
-    prompt_tokens = len(tokenizer(row["prompt"], add_special_tokens=False)["input_ids"])
-    return prompt_tokens + MIN_COMPLETION_TOKENS <= max_length
+def _render_and_fit(
+    tokenizer: Any, split: tuple[list[Any], ...], render: Callable[[Any], dict], sides: tuple[str, ...], cfg: DataConfig
+) -> tuple[dict[str, datasets.Dataset], int]:
+    """({split name: datasets.Dataset of the rendered, fitted rows}, how many rows were cut)."""
+    import datasets
 
-
-def _render_pair(tokenizer: Any, pair: PreferencePair, template: str, system_prompt: str | None) -> dict[str, str]:
-    prompt_messages = with_system_prompt(pair.prompt, system_prompt)
-    prompt = render(tokenizer, prompt_messages, template, add_generation_prompt=True)
-    return {
-        "prompt": prompt,
-        "chosen": _completion(tokenizer, prompt_messages, prompt, pair.chosen, template),
-        "rejected": _completion(tokenizer, prompt_messages, prompt, pair.rejected, template),
-    }
-
-
-def _completion(tokenizer: Any, prompt_messages: list[Message], prompt: str, answer: str, template: str) -> str:
-    """The answer plus what the template writes after it up to the end-of-turn (layout whitespace dropped)."""
-    full = render(tokenizer, [*prompt_messages, {"role": "assistant", "content": answer}], template)
-    if not full.startswith(prompt):
-        raise OnemlError(
-            "data.chat_template: the rendered prompt is not a prefix of the rendered conversation, so the "
-            "answer cannot be cut out; set data.chat_template: chatml"
-        )
-    completion = full[len(prompt) :]
-    if completion.startswith(answer):
-        return answer + completion[len(answer) :].rstrip()
-    return completion.rstrip()
+    budget = completion_budget(cfg)
+    built, cut = {}, 0
+    for name, part in _named_parts(split):
+        rows, n = fit_all(tokenizer, [render(item) for item in part], sides, budget)
+        built[name], cut = datasets.Dataset.from_list(rows), cut + n
+    return built, cut

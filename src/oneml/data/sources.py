@@ -232,9 +232,32 @@ def _extract(source: PackageIndexSource, blob: bytes) -> bytes:
 # --------------------------------------------------------------------------- local files
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text (a UTF-8 byte-order mark is dropped); anything else is one line naming the file."""
+    data = _read_bytes(path)
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise OnemlError(f"data.dataset: {path} is UTF-16 text; save it as UTF-8")
+    body = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = err.start + len(data) - len(body)
+        raise OnemlError(
+            f"data.dataset: {path} is not UTF-8 text (byte 0x{body[err.start]:02x} at offset {offset}): a binary "
+            f"file, or text in another encoding; save it as UTF-8 {_file_types()}"
+        ) from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise OnemlError(f"data.dataset: cannot read {path}: {err.strerror or _short(err)}") from None
+
+
 def _read_json(path: Path) -> list[Row]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as err:
         raise OnemlError(f"data.dataset: {path} line {err.lineno}: invalid JSON ({err.msg})") from None
     if isinstance(data, dict):
@@ -249,20 +272,23 @@ def _read_json(path: Path) -> list[Row]:
 
 def _read_jsonl(path: Path) -> list[Row]:
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise OnemlError(f"data.dataset: {path} line {lineno}: invalid JSON ({err.msg})") from None
+    # Split on newlines only: str.splitlines would also split at U+2028 and other breaks JSON strings may hold.
+    for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise OnemlError(f"data.dataset: {path} line {lineno}: invalid JSON ({err.msg})") from None
     return rows
 
 
 def _read_csv(path: Path) -> list[Row]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        return [dict(row) for row in csv.DictReader(handle)]
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    try:
+        return [dict(row) for row in reader]
+    except csv.Error as err:
+        raise OnemlError(f"data.dataset: {path} line {reader.line_num}: not readable as CSV ({err})") from None
 
 
 def _read_parquet(path: Path) -> list[Row]:
@@ -284,12 +310,16 @@ FILE_READERS: dict[str, Callable[[Path], list[Row]]] = {
 
 
 def read_file(path: Path) -> list[Row]:
-    """Rows of a local file, every row an object."""
+    """Rows of a local file, every row an object; a file that cannot be read as one is a one-line error."""
+    if path.is_dir():
+        raise OnemlError(f"data.dataset: {path} is a directory, not a data file; name a {_file_types()} file")
     if not path.is_file():
         raise OnemlError(f"data.dataset: file not found: {path}")
     reader = FILE_READERS.get(path.suffix.lower())
     if reader is None:
         raise OnemlError(f"data.dataset: {path}: unsupported file type {path.suffix!r}; use {_file_types()}")
+    if path.stat().st_size == 0:
+        raise OnemlError(f"data.dataset: {path} is empty (0 bytes)")
     rows = reader(path)
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -318,12 +348,20 @@ def resolve_source(name: str) -> DatasetSource | Path:
     raise OnemlError(f"data.dataset: {err}; or a path to a {_file_types()} file") from None
 
 
-def load_rows(cfg: DataConfig) -> list[Row]:
-    """The rows of ``cfg.dataset`` (catalogue name or local file), catalogue field mapping applied."""
-    source = resolve_source(cfg.dataset)
+def load_source_rows(name: str, split: str | None = None) -> list[Row]:
+    """The rows of one dataset (catalogue name or local file), catalogue field mapping applied."""
+    source = resolve_source(name)
     if isinstance(source, Path):
         return read_file(source)
-    return source.rows(cfg.dataset, cfg.split)
+    return source.rows(name, split)
+
+
+def load_rows(cfg: DataConfig) -> list[Row]:
+    """The rows of ``cfg.dataset``, or of every entry of ``cfg.datasets`` one after the other (raw rows, before any
+    format conversion or mixing: `oneml.data.mix` does those)."""
+    if cfg.datasets is None:
+        return load_source_rows(cfg.dataset, cfg.split)
+    return [row for entry in cfg.datasets for row in load_source_rows(entry.dataset, entry.split or cfg.split)]
 
 
 def _short(err: BaseException) -> str:
