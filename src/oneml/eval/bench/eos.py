@@ -21,14 +21,13 @@ WARN_BELOW = 0.9
 
 def held_out_prompts(config: Any, count: int) -> list[list[dict[str, str]]]:
     """The conversation before the first assistant turn, for ``count`` held-out rows of the run's data."""
-    from oneml.data.formats import to_conversations, to_pairs
-    from oneml.data.prepare import _load, train_eval_split, with_system_prompt
+    from oneml.data.mix import load_items
+    from oneml.data.prepare import train_eval_split, with_system_prompt
 
-    rows, fmt = _load(config.data)
-    if config.objective.data_kind == "sft":
-        items = to_conversations(rows, fmt, config.data.dataset).items
-    else:
-        items = [p.prompt for p in to_pairs(rows, fmt, config.data.dataset).items]
+    kind = config.objective.data_kind  # the run's own examples, a mix of datasets included, split as it split them
+    items = load_items(config.data, kind).items
+    if kind != "sft":
+        items = [p.prompt for p in items]
     _, held_out = train_eval_split(items, config.data)
     prompts = []
     for conv in held_out[:count]:
