@@ -109,7 +109,8 @@ def test_duplicate_trials_rejected(tmp_path):
 
 
 def test_example_yaml_is_plain_data():
-    assert yaml.safe_load((ROOT / "configs" / "studies" / "paper.yaml").read_text())["seeds"] == [0, 1, 2]
+    seeds = yaml.safe_load((ROOT / "configs" / "studies" / "paper.yaml").read_text())["seeds"]
+    assert seeds == {"initial": 3, "max": 10, "until": "decided"}
 
 
 def test_unknown_executor_is_one_line(tmp_path):
