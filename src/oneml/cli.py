@@ -147,14 +147,26 @@ def datasets_cmd():
 
 
 @app.command("methods")
-def methods_cmd():
-    """List the fine-tuning methods."""
-    from oneml.methods import METHODS
+def methods_cmd(
+    markdown: bool = typer.Option(False, "--markdown", help="Print the README's method table (Markdown) instead."),
+):
+    """List the fine-tuning methods, fewest trained parameters first (counted on the embedded default model)."""
+    from oneml.methods import OBJECTIVE_REFUSALS
+    from oneml.methods.listing import DEFAULT_MODEL, count, rows
+    from oneml.methods.listing import markdown as table_markdown
 
-    table = Table("name", "description")
-    for entry in METHODS.entries():
-        table.add_row(entry.name, entry.description)
-    out.print(table)
+    if markdown:
+        sys.stdout.write(table_markdown())
+        return
+    with out.status(f"counting trained parameters on {DEFAULT_MODEL}"):
+        listed = rows()
+    table = Table("name", f"trains on {DEFAULT_MODEL}", "merges", "4-bit base", "simplicity (rank: why)", "what")
+    for r in listed:
+        table.add_row(r.name, count(r.params), r.merges, r.quantized, escape(f"{r.rank:g}: {r.why}"), escape(r.what))
+    print_table(out, table)
+    for (method, objective), reason in OBJECTIVE_REFUSALS.items():
+        out.print(escape(f"not trainable: {method} with {objective} ({reason})"))
+    out.print("Also: method: {name: peft, type: <PeftType>, config: {...}} trains any other peft tuner.")
 
 
 @app.command("benchmarks")

@@ -5,8 +5,12 @@ add optimizer parameter groups (LoRA+) and callbacks (AdaLoRA's rank allocation,
 regulariser step, per-method diagnostics). `methods/` never imports `objectives/`: a method changes
 which weights train, not what they learn.
 
-Every module in this package registers its method(s) on its last line; `_discover()` imports them
+Every module in this package registers its method(s) on its last line; `import_submodules` imports them
 all, so adding a file is all it takes to add a method (and it joins every list and test matrix).
+A method that is one peft tuner (VeRA, IA3, OFT, prompt tuning, ...) is a few lines on `tuners.PeftTuner`;
+any other peft tuner trains through `method: {name: peft, type: ...}` (anypeft.py, which also says which of
+peft's tuners apply to causal LMs). `OBJECTIVE_REFUSALS` is the one list of (method, objective) pairs the
+libraries cannot train; `listing.py` is what `oneml methods` and the README's table show.
 """
 
 from __future__ import annotations
@@ -74,6 +78,10 @@ class MethodConfig(Section):
         """Why FSDP cannot shard this method (the end of a sentence after 'fsdp cannot ...'), or None."""
         return None
 
+    def objective_refusal(self, objective: str) -> str | None:
+        """Why this method cannot train with ``objective`` (from `OBJECTIVE_REFUSALS`), or None."""
+        return OBJECTIVE_REFUSALS.get((self.name, objective))
+
     def check(self, ctx: MethodContext) -> None:
         """Refuse incompatible run settings with an OnemlError, before anything is loaded."""
 
@@ -108,6 +116,17 @@ class MethodConfig(Section):
         return model.merge_and_unload()
 
 
+_LONGER_LOGITS = (
+    "TRL's ORPO trainer scores the logits against the labels position by position, and {method} puts virtual "
+    "tokens before the input, so the logits are longer than the labels (TRL's DPO trims them; ORPO does not)"
+)
+OBJECTIVE_REFUSALS: dict[tuple[str, str], str] = {
+    ("prompt_tuning", "orpo"): _LONGER_LOGITS.format(method="prompt tuning"),
+    ("p_tuning", "orpo"): _LONGER_LOGITS.format(method="p-tuning"),
+}
+"""(method, objective) -> why the libraries cannot train that pair: the one list of refused pairs (the test matrix
+checks each refusal, and trains every other pair)."""
+
 METHODS: Registry[type[MethodConfig]] = Registry("method")
 
-import_submodules(__name__, __path__, skip={"targets", "diagnostics"})  # helpers, not entries
+import_submodules(__name__, __path__, skip={"targets", "diagnostics", "tuners", "listing"})  # helpers, not entries
