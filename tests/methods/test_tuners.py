@@ -124,6 +124,7 @@ def test_bad_settings_are_refused_at_load_in_one_line(overrides, message):
     [
         (["method.name=vera", "method.target_modules=[attn]"], "^method.target_modules: attn match no linear layer"),
         (["method.name=c3a"], "^method c3a: The block size should be a factor of the output size"),
+        (["method.name=ln_tuning", "method.target_modules=[nope_norm]"], r"^method ln_tuning: Target modules \['nope"),
         (["method.name=trainable_tokens", "method.token_indices=[5, 99999]"], r"^method.token_indices: \[99999\]"),
     ],
 )
@@ -142,6 +143,13 @@ def test_trainable_tokens_default_to_the_special_tokens_and_train_only_those_row
     (_, layer, adapter) = tuner_layers(adapted)[0]
     assert sorted(layer.token_indices[adapter]) == expected
     assert sum(p.numel() for p in adapted.parameters() if p.requires_grad) == len(expected) * config.hidden_size
+
+
+def test_trainable_tokens_refuse_a_model_with_tied_embeddings_in_one_line():
+    model = tiny()
+    model.lm_head.weight = model.get_input_embeddings().weight
+    with pytest.raises(OnemlError, match="^method trainable_tokens: this model ties its output head"):
+        method("trainable_tokens").apply(model, CTX)
 
 
 def test_adaption_prompts_use_a_head_installed_after_peft_wrapped_the_model():

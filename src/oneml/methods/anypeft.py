@@ -121,4 +121,4 @@ class AnyPeftConfig(PeftTuner):
             ) from None
 
 
-METHODS.register("peft", AnyPeftConfig, "Any peft tuner by its PeftType, with peft's own config (unranked)")
+METHODS.register("peft", AnyPeftConfig, "peft: any peft tuner by its PeftType, with peft's own config (unranked)")

@@ -31,8 +31,8 @@ class IA3Config(LayerTuner):
 
     @model_validator(mode="after")
     def _feedforward_in_targets(self) -> IA3Config:
-        extra = [m for m in self.feedforward_modules if self.target_modules != "all-linear" and m not in
-                 self.target_modules]  # fmt: skip
+        targets = self.target_modules
+        extra = [] if targets == "all-linear" else [m for m in self.feedforward_modules if m not in targets]
         if extra:
             raise OnemlError(f"method.feedforward_modules: {', '.join(extra)} must be in method.target_modules too")
         return self

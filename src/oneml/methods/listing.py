@@ -101,7 +101,7 @@ MAX_KEYS = 6
 
 
 def rows(model_name: str = DEFAULT_MODEL) -> list[Row]:
-    """One row per registered method, fewest trained parameters first (unknown counts last)."""
+    """One row per registered method, fewest trained parameters first (methods that refuse the model last)."""
     sizes = default_sizes(model_name)
     out = []
     for entry in METHODS.entries():
@@ -141,9 +141,9 @@ def _quantized(cls: type[MethodConfig]) -> str:
 
 
 def count(params: int | None) -> str:
-    """``1.2k``, ``0.92M``; ``?`` when unknown."""
+    """``1.2k``, ``0.92M``; ``n/a`` for a method that refuses the model."""
     if params is None:
-        return "?"
+        return "n/a"
     return f"{params / 1e6:.2f}M" if params >= 1e5 else f"{params / 1e3:.1f}k"
 
 

@@ -4,8 +4,10 @@ training new or special token embeddings, as for a chat template's markers).
     E'[i] = E[i] + Delta_i  for i in I,   E'[j] = E[j] otherwise,   Delta: (|I| x d) trained, zero at init
 
 ``token_indices`` unset = the model's special tokens (bos, eos, pad: the ones a chat template adds), read from the
-model's config. With untied embeddings only the input rows train (the output head is another matrix). Merging
-writes the rows into the embedding: exact. Any base, 4-bit included (embeddings stay float). No kappa.
+model's config. Only on models with untied embeddings (only the input rows train; the output head is another
+matrix): with tied ones peft adapts the tied head too, and TRL's trainers refuse an adapter on the LM head, so
+such a model (SmolLM2, Qwen2.5-0.5B) is refused in one line. Merging writes the rows into the embedding: exact.
+Any base, 4-bit included (embeddings stay float). No kappa.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ class TrainableTokensConfig(PeftTuner):
         return {"token_indices": self.token_indices or special_ids(model)}
 
     def check_model(self, model: torch.nn.Module) -> None:
+        super().check_model(model)
+        head = model.get_output_embeddings()
+        if head is not None and head.weight is model.get_input_embeddings().weight:
+            raise OnemlError(
+                "method trainable_tokens: this model ties its output head to its input embedding, so peft trains "
+                "the head's rows too, through an adapter on lm_head, which TRL's trainers refuse (they compute "
+                "log-probs from lm_head.weight itself); use it on a model with untied embeddings"
+            )
         rows = model.get_input_embeddings().num_embeddings
         bad = [i for i in self.token_indices or [] if not 0 <= i < rows]
         if bad:

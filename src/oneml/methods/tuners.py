@@ -73,10 +73,7 @@ class PeftTuner(MethodConfig):
         check_quantize(self.name, self.quantize, self.quantize_refusal, ctx.device)
 
     def check_model(self, model: torch.nn.Module) -> None:
-        """Refuse what this model cannot take (targets it lacks, a dtype), before peft sees it."""
-        targets = getattr(self, "target_modules", None)
-        if targets is not None:
-            check_targets(model, targets)
+        """Refuse what this model cannot take (a dtype; targets it lacks, in `LayerTuner`), before peft sees it."""
         dtype = next(model.parameters()).dtype
         if self.quantize != "none" and self.quantized_needs_bfloat16 and dtype != torch.bfloat16:
             raise OnemlError(
@@ -143,6 +140,10 @@ class LayerTuner(PeftTuner):
             raise ValueError("must name at least one module, or be 'all-linear'")
         return value
 
+    def check_model(self, model: torch.nn.Module) -> None:
+        check_targets(model, self.target_modules)
+        super().check_model(model)
+
 
 # --- apply --------------------------------------------------------------------------------------------------------
 
@@ -187,10 +188,11 @@ def tuner_layers(model: torch.nn.Module) -> list[tuple[str, Any, str]]:
 
     layers = []
     for full_name, module in model.named_modules():
-        if isinstance(module, BaseTunerLayer) and module.adapter_layer_names:
-            owner = getattr(module, module.adapter_layer_names[0])
-            layers += [(full_name.removeprefix("base_model.model."), module, a) for a in module.active_adapters
-                       if a in owner]  # fmt: skip
+        if not isinstance(module, BaseTunerLayer) or not module.adapter_layer_names:
+            continue
+        owner = getattr(module, module.adapter_layer_names[0])  # the adapters this layer holds weights for
+        name = full_name.removeprefix("base_model.model.")
+        layers += [(name, module, adapter) for adapter in module.active_adapters if adapter in owner]
     return layers
 
 
