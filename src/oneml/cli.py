@@ -196,6 +196,7 @@ def runs_cmd(
 ):
     """List tracked runs, newest first."""
     from oneml.tracking import list_runs, resolve_tracking_uri
+    from oneml.tracking import tags as tag
 
     uri = resolve_tracking_uri(tracking_uri, root)
     if uri.startswith("sqlite:") and not (root / "mlflow.db").is_file():
@@ -204,13 +205,13 @@ def runs_cmd(
     table = Table("run id", "status", "model", "method", "seed", "eval loss", "before", "tok acc", "tokens/s", "time s")
     for r in runs:
         m, t = r["metrics"], r["tags"]
-        parent = t.get("oneml.study_parent", "").lower() == "true"  # a study's own record: no model, no result
+        parent = t.get(tag.STUDY_PARENT, "").lower() == "true"  # a study's own record: no model, no result
         table.add_row(
-            t.get("oneml.run_id", r["mlflow_run_id"][:12]),
+            t.get(tag.RUN_ID, r["mlflow_run_id"][:12]),
             r["status"],
-            f"study {t.get('oneml.study', '?')}" if parent else t.get("oneml.model", "-"),
-            "(all its trials)" if parent else t.get("oneml.method", "-"),
-            "" if parent else t.get("oneml.seed", "-"),
+            f"study {t.get(tag.STUDY, '?')}" if parent else t.get(tag.MODEL, "-"),
+            "(all its trials)" if parent else t.get(tag.METHOD, "-"),
+            "" if parent else t.get(tag.SEED, "-"),
             *(
                 _num(m.get(k), s)
                 for k, s in (

@@ -92,7 +92,7 @@ SCORE_TIE = 0.01
 hundredth of one is below what a study of a few seeds can tell apart."""
 MEMORY_TIE = 0.01
 """Peak memories within 1% of each other are a tie (the simpler method wins): allocator noise, not a method."""
-MARGIN_TAG = "oneml.study.margin"
+MARGIN_TAG = tag.MARGIN
 DEFAULT_ALPHA = 0.05
 DEFAULT_METRIC = "eval_loss"
 

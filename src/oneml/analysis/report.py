@@ -47,9 +47,10 @@ from oneml.analysis.tables import (
 from oneml.analysis.tuning import sensitivity, tuning_note, tuning_table
 from oneml.errors import OnemlError
 from oneml.tracking import layout
+from oneml.tracking import tags as tag
 
 MARKER = ".oneml-report"
-HETEROGENEOUS = ("hardware.", "oneml.switch.", "version.")
+HETEROGENEOUS = ("hardware.", tag.SWITCH_PREFIX, "version.")
 
 
 @dataclass
@@ -141,7 +142,7 @@ def _rows_note(study: StudyResults, analyses: list[Analysis]) -> list[str]:
     compared = {a.options.metric for a in analyses}
     if all(str(m).startswith("test_") for m in compared):
         return [f"compared on the test rows ({', '.join(sorted(compared))}): no selection read them"]
-    selected = any(k.startswith(("oneml.halving.", "oneml.tune")) for k in study.parent_tags)
+    selected = any(k.startswith((tag.HALVING_PREFIX, tag.TUNE_PREFIX)) for k in study.parent_tags)
     if selected:
         return [
             "selection and comparison on the same rows: halving or tuning chose on the validation rows this guide "

@@ -161,7 +161,7 @@ def load_study(name: str, uri: str, *, artifacts: bool = True) -> StudyResults:
         raise OnemlError(f"study: a study name cannot contain quotes, got {name!r}")
     client = _client(uri)
     ids = [e.experiment_id for e in client.search_experiments()]
-    runs = _search(client, ids, f"tags.`oneml.study` = '{name}'") if ids else []
+    runs = _search(client, ids, f"tags.`{tag.STUDY}` = '{name}'") if ids else []
     if not runs:
         known = known_studies(uri)
         if not known:

@@ -23,9 +23,8 @@ from oneml.analysis.metrics import metric
 from oneml.analysis.results import StudyResults, _configurations
 from oneml.analysis.stats import summarize
 from oneml.analysis.tables import Table
+from oneml.tracking.tags import HALVING_PREFIX, RUNG_PREFIX
 
-HALVING_PREFIX = "oneml.halving."
-RUNG_PREFIX = "oneml.rung."
 KEPT, PRUNED = "kept", "pruned"
 
 

@@ -26,18 +26,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
+from oneml.tracking import tags as tag
+
 SPENDING = "obrien-fleming"
-MAX_TAG = "oneml.sequential.max"
-"""The most seeds any configuration may get (the information fraction's denominator)."""
-LOOKS_TAG = "oneml.sequential.looks"
-"""Seeds per configuration at each look so far, comma-separated (3,4,5)."""
-SPENDING_TAG = "oneml.sequential.spending"
-ALPHA_TAG = "oneml.sequential.alpha"
-"""The overall level the looks share."""
-STOPPED_TAG = "oneml.sequential.stopped"
-"""Why the rounds ended: decided, max, or futile (no open row that max seeds could decide)."""
-EXTENDED_TAG = "oneml.study.extended"
-"""Seeds added by hand (`oneml study extend`) to a study with a fixed seed list: its verdicts are not corrected."""
+MAX_TAG = tag.SEQUENTIAL_MAX
+LOOKS_TAG = tag.SEQUENTIAL_LOOKS
+SPENDING_TAG = tag.SEQUENTIAL_SPENDING
+ALPHA_TAG = tag.SEQUENTIAL_ALPHA
+STOPPED_TAG = tag.SEQUENTIAL_STOPPED
+EXTENDED_TAG = tag.EXTENDED
 
 
 def obrien_fleming(alpha: float, t: float) -> float:

@@ -49,6 +49,7 @@ import numpy as np
 from scipy import stats
 
 from oneml.analysis.results import RunData
+from oneml.tracking import tags as tag
 
 EVENT_METRICS = {"steps": "steps_to_threshold", "seconds": "seconds_to_threshold"}
 """The metric that records the event, by time scale."""
@@ -144,7 +145,7 @@ def _event(run: RunData, key: str) -> Event | None:
 
 
 def _diverged(run: RunData) -> bool:
-    return not run.analysed and run.tags.get("oneml.failure", "").startswith(_DIVERGED)
+    return not run.analysed and run.tags.get(tag.FAILURE, "").startswith(_DIVERGED)
 
 
 def _stopped_at(run: RunData) -> float | None:
@@ -154,7 +155,7 @@ def _stopped_at(run: RunData) -> float | None:
     history = run.histories.get("train_loss")
     if history:
         return float(max(step for step, _ in history))
-    match = _AT_STEP.search(run.tags.get("oneml.failure", ""))
+    match = _AT_STEP.search(run.tags.get(tag.FAILURE, ""))
     return float(match.group(1)) if match else None
 
 

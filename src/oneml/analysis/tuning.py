@@ -31,12 +31,12 @@ from oneml.analysis.tables import Table
 from oneml.tracking import tags as tag
 
 TUNING_TAG = tag.TUNING
-TEMPLATE_TAG = "oneml.tuning.template"
-FOR_TAG = "oneml.tuning.for"
-CHOSEN_TAG = "oneml.tuning.chosen"
-VALUE_PREFIX = "oneml.tuning.value."
-TUNED_PREFIX = "oneml.tuned."
-TUNE_PREFIX = "oneml.tune."
+TEMPLATE_TAG = tag.TUNING_TEMPLATE
+FOR_TAG = tag.TUNING_FOR
+CHOSEN_TAG = tag.TUNING_CHOSEN
+VALUE_PREFIX = tag.TUNING_VALUE_PREFIX
+TUNED_PREFIX = tag.TUNED_PREFIX
+TUNE_PREFIX = tag.TUNE_PREFIX
 
 
 def is_tuning(tags: dict[str, str]) -> bool:

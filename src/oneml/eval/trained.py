@@ -16,6 +16,7 @@ import yaml
 
 from oneml.errors import OnemlError
 from oneml.tracking import layout
+from oneml.tracking import tags as tag
 
 
 @dataclass
@@ -57,7 +58,7 @@ class TrainedRun:
             return None
         runs = client.search_runs(
             ids,
-            filter_string=f"tags.`oneml.run_id` = '{self.run_id}' and attributes.status = 'FINISHED'",
+            filter_string=f"tags.`{tag.RUN_ID}` = '{self.run_id}' and attributes.status = 'FINISHED'",
             order_by=["start_time DESC"],
             max_results=1,
         )

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from oneml.registry import Registry, import_submodules
 from oneml.schema import Section
+from oneml.tracking.tags import SWITCH_PREFIX
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,10 @@ class Speed:
     chunked_reason: str = ""
 
     def tags(self) -> dict[str, str]:
-        tags = {"oneml.switch.packing": str(self.packing).lower()}
-        tags["oneml.switch.chunked_loss"] = str(self.chunked_loss).lower()
+        tags = {f"{SWITCH_PREFIX}packing": str(self.packing).lower()}
+        tags[f"{SWITCH_PREFIX}chunked_loss"] = str(self.chunked_loss).lower()
         reasons = {"packing": self.packing_reason, "chunked_loss": self.chunked_reason}
-        return tags | {f"oneml.switch.{k}_off_reason": v for k, v in reasons.items() if v}
+        return tags | {f"{SWITCH_PREFIX}{k}_off_reason": v for k, v in reasons.items() if v}
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from oneml.study.expand import Trial
 from oneml.study.spec import EvalStage
 from oneml.study.state import root_of
 from oneml.tracking import layout
+from oneml.tracking import tags as tag
 
 
 def options_of(stage: EvalStage) -> Any:
@@ -87,4 +88,4 @@ def _tag_failure(trial: Trial, reason: str) -> None:
         from oneml.tracking.store import resolve_tracking_uri
 
         uri = resolve_tracking_uri(trial.config.tracking.uri, root_of(trial))
-        MlflowClient(tracking_uri=uri).set_tag(mlflow_id, "oneml.eval_failure", reason)
+        MlflowClient(tracking_uri=uri).set_tag(mlflow_id, tag.EVAL_FAILURE, reason)

@@ -21,8 +21,7 @@ from oneml.tracking import tags as tags_
 
 PENDING = "pending-"
 """Prefix of a placeholder source run id: the stage's source has not been picked yet."""
-FROM_TRACK, FROM_RUN, FROM_CONFIG = "oneml.from.track", "oneml.from.run", "oneml.from.config"
-"""A stage's runs: the source track, the run they start from (their model.adapter) and its configuration."""
+FROM_TRACK, FROM_RUN, FROM_CONFIG = tags_.FROM_TRACK, tags_.FROM_RUN, tags_.FROM_CONFIG
 
 
 @dataclass(frozen=True)

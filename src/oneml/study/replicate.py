@@ -33,8 +33,9 @@ from oneml.study.expand import Trial, expand
 from oneml.study.spec import SequentialSeeds, StudySpec
 from oneml.study.state import root_of
 from oneml.tracking import layout
+from oneml.tracking import tags as tag
 
-REPLICATE_TAG = "oneml.replicate_of"
+REPLICATE_TAG = tag.REPLICATE_OF
 SUFFIX = "-replicate"
 COLUMNS = ["group", "priority", "title", "before", "after", "outcome"]
 
@@ -150,17 +151,17 @@ def final_trials(spec: StudySpec, first: Trial, original, seeds: list[int], name
             continue
         run = c.runs[0]
         root = Path(run.params.get("tracking.root") or first.config.tracking.root)
-        path = layout.run_dir(root, run.tags.get("oneml.run_id", "?")) / layout.CONFIG_FILE
+        path = layout.run_dir(root, run.tags.get(tag.RUN_ID, "?")) / layout.CONFIG_FILE
         if not path.is_file():
             raise OnemlError(f"study {spec.name}: the config of {c.label} is not at {path}; it cannot be rerun")
         data = yaml.safe_load(path.read_text())
         tags = {k: v for k, v in data["tracking"].get("tags", {}).items() if k != "mlflow.parentRunId"}
-        data["tracking"]["tags"] = tags | {"oneml.study": name, REPLICATE_TAG: spec.name}
-        grid = {k.removeprefix("oneml.grid."): v for k, v in tags.items() if k.startswith("oneml.grid.")}
+        data["tracking"]["tags"] = tags | {tag.STUDY: name, REPLICATE_TAG: spec.name}
+        grid = {k.removeprefix(tag.GRID_PREFIX): v for k, v in tags.items() if k.startswith(tag.GRID_PREFIX)}
         for seed in seeds:
             one = copy.deepcopy(data)
             one["train"]["seed"] = seed
-            trials.append(Trial(tags.get("oneml.track", "main"), grid, seed, resolve(one)))
+            trials.append(Trial(tags.get(tag.TRACK, "main"), grid, seed, resolve(one)))
     return trials
 
 

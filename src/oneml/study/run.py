@@ -20,6 +20,7 @@ from oneml.study.halving import Rung, check_metric, ranking_rungs, run_halving
 from oneml.study.spec import Halving, SequentialSeeds, StudySpec
 from oneml.study.state import read_entry, record, root_of, state
 from oneml.study.trial import Job
+from oneml.tracking import tags as tag
 from oneml.train.checkpoints import checkpoint_dir, read_json
 
 
@@ -58,15 +59,15 @@ class _Tracker:
         uri = resolve_tracking_uri(cfg.uri, root_of(trial))
         self.recorder = RunRecorder(uri, root_of(trial), cfg.experiment, cfg.artifact_location)
         self.client = self.recorder.client
-        query = f"tags.`oneml.study` = '{spec.name}' and tags.`oneml.study_parent` = 'true'"
+        query = f"tags.`{tag.STUDY}` = '{spec.name}' and tags.`{tag.STUDY_PARENT}` = 'true'"
         found = self.client.search_runs([self.recorder.experiment_id], query, max_results=1)
         if found:
             self.recorder.run_id = found[0].info.run_id
             self.client.update_run(self.recorder.run_id, status="RUNNING")
-            if "oneml.study.interrupted" in found[0].data.tags:  # running again: no longer interrupted
-                self.client.delete_tag(self.recorder.run_id, "oneml.study.interrupted")
+            if tag.STUDY_INTERRUPTED in found[0].data.tags:  # running again: no longer interrupted
+                self.client.delete_tag(self.recorder.run_id, tag.STUDY_INTERRUPTED)
         else:
-            tags = {"oneml.study": spec.name, "oneml.study_parent": "true"}
+            tags = {tag.STUDY: spec.name, tag.STUDY_PARENT: "true"}
             self.recorder.start(spec.name, tags=tags)
         self.parent_id = self.recorder.run_id
         self._settings(spec)
@@ -83,19 +84,19 @@ class _Tracker:
         known = read_json(checkpoint_dir(root_of(trial), trial.run_id) / "mlflow.json")
         if known:
             return known["run_id"]
-        study = trial.config.tracking.tags["oneml.study"]
-        query = f"tags.`oneml.run_id` = '{trial.run_id}' and tags.`oneml.study` = '{study}'"
+        study = trial.config.tracking.tags[tag.STUDY]
+        query = f"tags.`{tag.RUN_ID}` = '{trial.run_id}' and tags.`{tag.STUDY}` = '{study}'"
         found = self.client.search_runs([self.recorder.experiment_id], query, max_results=1)
         return found[0].info.run_id if found else None
 
     def failed(self, trial: Trial, reason: str) -> None:
         """A trial that failed before its run was recorded (a bad value found at load) still gets one."""
         if self.trial_run(trial) is None:
-            tags = dict(trial.config.tracking.tags) | {"oneml.run_id": trial.run_id, "oneml.failure": reason}
-            tags |= {"oneml.config_id": trial.config.config_id, "oneml.seed": str(trial.seed)}
+            tags = dict(trial.config.tracking.tags) | {tag.RUN_ID: trial.run_id, tag.FAILURE: reason}
+            tags |= {tag.CONFIG_ID: trial.config.config_id, tag.SEED: str(trial.seed)}
             c = trial.config  # what the report groups and labels a configuration by, as a trained run records it
-            tags |= {"oneml.method": c.method.name, "oneml.model": c.model.name, "oneml.objective": c.objective.name}
-            tags |= {"oneml.dataset": c.data.dataset}
+            tags |= {tag.METHOD: c.method.name, tag.MODEL: c.model.name, tag.OBJECTIVE: c.objective.name}
+            tags |= {tag.DATASET: c.data.dataset}
             run = self.client.create_run(self.recorder.experiment_id, run_name=f"failed-{trial.run_id}", tags=tags)
             self.client.set_terminated(run.info.run_id, "FAILED")
 
@@ -139,18 +140,18 @@ class _Tracker:
         """Pruned runs end KILLED with the reason; the report sets them aside as pruned."""
         run_id = self.trial_run(trial)
         if run_id is not None:
-            self.client.set_tag(run_id, "oneml.pruned", "true")
-            self.client.set_tag(run_id, "oneml.pruned_reason", reason)
+            self.client.set_tag(run_id, tag.PRUNED, "true")
+            self.client.set_tag(run_id, tag.PRUNED_REASON, reason)
             self.client.set_terminated(run_id, "KILLED")
 
     def interrupted(self, reason: str) -> None:
         """The driver was stopped (SIGTERM, Ctrl-C): the study's record ends KILLED until it is run again."""
-        self.recorder.set_tags({"oneml.study.interrupted": reason})
+        self.recorder.set_tags({tag.STUDY_INTERRUPTED: reason})
         self.client.set_terminated(self.parent_id, "KILLED")
 
     def close(self, states: dict[str, str]) -> None:
         counts = Counter(states.values())
-        self.recorder.set_tags({f"oneml.study.{k}": str(v) for k, v in counts.items()})
+        self.recorder.set_tags({f"{tag.STUDY_PREFIX}{k}": str(v) for k, v in counts.items()})
         self.recorder.finish()
 
 

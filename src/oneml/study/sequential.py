@@ -50,6 +50,7 @@ from oneml.study.run import StudyResult, run_study
 from oneml.study.spec import SequentialSeeds, StudySpec
 from oneml.study.state import root_of, state
 from oneml.tracking import layout
+from oneml.tracking import tags as tag
 from oneml.train.checkpoints import read_json, write_json
 
 ALPHA = DEFAULT_ALPHA
@@ -262,7 +263,7 @@ def record(spec: StudySpec, first: Trial, plan: dict[str, Any], states: dict[str
         tags |= look_tags([e["seeds"] for e in plan["looks"]], spec.seeds.max, ALPHA, plan["stopped"])
     if plan["extended"]:
         tags[EXTENDED_TAG] = ",".join(str(s) for s in plan["extended"])
-    tags |= {f"oneml.study.{k}": str(v) for k, v in Counter(states.values()).items()}
+    tags |= {f"{tag.STUDY_PREFIX}{k}": str(v) for k, v in Counter(states.values()).items()}
     parent = parent_run(spec, first)
     if parent is not None and tags:
         client, run_id = parent
@@ -282,7 +283,7 @@ def parent_run(spec: StudySpec, first: Trial):
     experiment = client.get_experiment_by_name(cfg.experiment)
     if experiment is None:
         return None
-    query = f"tags.`oneml.study` = '{spec.name}' and tags.`oneml.study_parent` = 'true'"
+    query = f"tags.`{tag.STUDY}` = '{spec.name}' and tags.`{tag.STUDY_PARENT}` = 'true'"
     found = client.search_runs([experiment.experiment_id], query, max_results=1)
     return (client, found[0].info.run_id) if found else None
 

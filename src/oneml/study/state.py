@@ -9,6 +9,7 @@ from typing import Any
 from oneml.paths import confined
 from oneml.study.expand import Trial
 from oneml.tracking import layout
+from oneml.tracking import tags as tag
 from oneml.train.checkpoints import checkpoint_dir, read_json, write_json
 
 
@@ -17,7 +18,7 @@ def root_of(trial: Trial) -> Path:
 
 
 def journal_file(trial: Trial) -> Path:
-    study = confined(root_of(trial) / "studies", trial.config.tracking.tags["oneml.study"], "name")
+    study = confined(root_of(trial) / "studies", trial.config.tracking.tags[tag.STUDY], "name")
     return study / f"{trial.run_id}.json"
 
 

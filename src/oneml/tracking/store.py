@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from oneml.errors import OnemlError
+from oneml.tracking import tags as tag
 
 _SECRET = re.compile(r"(token|secret|password|passwd|api[_-]?key|credential)", re.IGNORECASE)
 _PARAM_LIMIT = 6000  # MLflow's maximum param value length
@@ -86,14 +87,14 @@ class RunRecorder:
         look alive. Records of live processes and of other machines are left alone."""
         from oneml.tracking.system import process_alive, process_tags
 
-        host = process_tags()["oneml.host"]
-        query = f"tags.`oneml.run_id` = '{run_id}' and attributes.status = 'RUNNING'"
+        host = process_tags()[tag.HOST]
+        query = f"tags.`{tag.RUN_ID}` = '{run_id}' and attributes.status = 'RUNNING'"
         closed = 0
         for run in self.client.search_runs([self.experiment_id], query):
-            pid = run.data.tags.get("oneml.pid", "")
-            if run.data.tags.get("oneml.host") == host and pid.isdigit() and not process_alive(int(pid)):
+            pid = run.data.tags.get(tag.PID, "")
+            if run.data.tags.get(tag.HOST) == host and pid.isdigit() and not process_alive(int(pid)):
                 reason = "interrupted: its process died (kill -9 or crash)"
-                self.client.set_tag(run.info.run_id, "oneml.failure", reason)
+                self.client.set_tag(run.info.run_id, tag.FAILURE, reason)
                 self.client.set_terminated(run.info.run_id, "KILLED")
                 closed += 1
         return closed
@@ -131,7 +132,7 @@ class RunRecorder:
 
     def fail(self, reason: str, status: str = "FAILED") -> None:
         """FAILED, or KILLED for an interrupted run (Ctrl-C, SIGTERM), which a rerun continues."""
-        self.set_tags({"oneml.failure": reason})
+        self.set_tags({tag.FAILURE: reason})
         self.client.set_terminated(self.run_id, status)
 
 

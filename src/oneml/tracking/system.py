@@ -6,6 +6,8 @@ import os
 import platform
 from importlib import metadata
 
+from oneml.tracking import tags as tag
+
 PACKAGES = ("oneml", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "mlflow", "bitsandbytes")
 
 
@@ -61,4 +63,4 @@ def process_alive(pid: int) -> bool:
 
 def process_tags() -> dict[str, str]:
     """The process recording a run: a rerun finds records whose process died without ending them (kill -9)."""
-    return {"oneml.host": platform.node(), "oneml.pid": str(os.getpid())}
+    return {tag.HOST: platform.node(), tag.PID: str(os.getpid())}

@@ -8,6 +8,7 @@ from typing import Any
 
 from oneml.config import RunConfig
 from oneml.distributed import strategies
+from oneml.tracking import tags as tag
 
 
 def trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def switches(config: RunConfig, dtype, speed) -> dict[str, str]:
     """Every speed switch, recorded so that comparisons between runs are honest (``speed``: what the objective
     resolved for this model, with the reason for any requested switch left off)."""
     return {
-        "oneml.switch.dtype": str(dtype).replace("torch.", ""),
-        "oneml.switch.gradient_checkpointing": str(config.train.gradient_checkpointing).lower(),
-        "oneml.switch.compile": str(config.train.compile).lower(),
+        f"{tag.SWITCH_PREFIX}dtype": str(dtype).replace("torch.", ""),
+        f"{tag.SWITCH_PREFIX}gradient_checkpointing": str(config.train.gradient_checkpointing).lower(),
+        f"{tag.SWITCH_PREFIX}compile": str(config.train.compile).lower(),
     } | speed.tags()

@@ -251,7 +251,7 @@ def _tags(config: RunConfig, setup: Setup, device: str) -> dict[str, str]:
     tags |= {tag.SEED: str(config.train.seed), tag.DEVICE: device}
     tags |= {tag.TEST_SPLIT: "true" if setup.data.test is not None else "false"}
     d = config.distributed
-    tags |= {"oneml.world_size": str(d.world_size), "oneml.launcher": d.launcher, "oneml.strategy": d.strategy}
+    tags |= {tag.WORLD_SIZE: str(d.world_size), tag.LAUNCHER: d.launcher, tag.STRATEGY: d.strategy}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
     tags |= {f"hardware.{k}": v for k, v in hardware().items()} | process_tags()
     return tags | switches(config, setup.dtype, setup.speed) | dict(config.tracking.tags)
