@@ -9,17 +9,24 @@ from oneml.study.state import state
 
 
 class StudyProgress:
-    """A rich progress bar over trials; already-finished or pruned trials count as done from the start."""
+    """A rich progress bar over trials; already-finished or pruned trials count as done from the start.
+
+    Where the output is no terminal (a log file, nohup, a batch scheduler) a live bar draws nothing until the
+    end, which for a study means hours of silence: there it prints one timestamped line per trial started and
+    ended instead."""
 
     def __init__(self, trials: list[Trial], console, enabled: bool = True):
         self.enabled, self.console = enabled, console
+        self.lines = enabled and console is not None and not console.is_terminal
         self.counts: Counter[str] = Counter(s for s in map(state, trials) if s in ("finished", "pruned"))
         self.total = len(trials)
         self.running: set[str] = set()
         self.bar, self.task = None, None
 
     def __enter__(self):
-        if self.enabled:
+        if self.lines:
+            self._line(f"{self.total} trials, {self._done()} already done")
+        elif self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             columns = [TextColumn("[bold]study"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}")]
@@ -43,12 +50,21 @@ class StudyProgress:
         if self.bar is not None:
             self.bar.update(self.task, completed=self._done(), info=self._info())
 
+    def _line(self, text: str) -> None:
+        import time
+
+        self.console.print(f"{time.strftime('%H:%M:%S')} study {text}", markup=False, highlight=False, soft_wrap=True)
+
     def started(self, label: str) -> None:
         self.running.add(label)
         self._refresh()
+        if self.lines:
+            self._line(f"started {label}")
 
     def finished(self, label: str, status: str) -> None:
         self.running.discard(label)
         if status != "paused":  # a paused run comes back at the next rung
             self.counts[status] += 1
         self._refresh()
+        if self.lines:
+            self._line(f"{status} {label} [{self._done()}/{self.total}: {self._info()}]")
