@@ -92,6 +92,7 @@ def test_an_unset_test_split_leaves_run_ids_as_they_were():
     payload = {k: v for k, v in cfg.to_dict().items() if k not in ("tracking", "distributed")}
     for added_later in ("test_size", "test_fraction", "datasets", "max_completion_length"):  # unset: not hashed
         assert payload["data"].pop(added_later) is None
+    assert payload["train"].pop("early_stopping") is None
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     assert cfg.run_id == hashlib.sha256(blob.encode()).hexdigest()[:12]  # the hash of the config without them
     with_test = load_run_config(None, ["method.r=4", "data.eval_size=8", "data.test_size=8"])
@@ -99,6 +100,9 @@ def test_an_unset_test_split_leaves_run_ids_as_they_were():
     assert (
         with_test.run_id != load_run_config(None, ["method.r=4", "data.eval_size=8", "data.test_fraction=0.1"]).run_id
     )
+    stopping = ["method.r=4", "data.eval_size=8", "train.early_stopping={patience: 2}"]
+    with_stop = load_run_config(None, [*stopping, "train.eval_steps=4"])
+    assert with_stop.run_id != load_run_config(None, ["method.r=4", "data.eval_size=8", "train.eval_steps=4"]).run_id
 
 
 def test_test_split_keys_are_documented():

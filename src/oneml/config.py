@@ -155,6 +155,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+class EarlyStoppingConfig(Section):
+    """Stop when the validation metric stops improving, and keep the best evaluated step's weights."""
+
+    patience: int = Field(gt=0)
+    """Evaluations (every train.eval_steps) without an improvement before the run stops."""
+    min_delta: float = Field(default=0.0, ge=0)
+    """An improvement is a change in the metric's good direction by more than this (in the metric's units)."""
+    metric: str = "eval_loss"
+    """The validation metric watched, in its own direction (eval_loss lower is better, eval_token_accuracy
+    higher): one the run's objective records (SFT: eval_loss, eval_perplexity, eval_token_accuracy; DPO/ORPO:
+    eval_loss, eval_preference_accuracy, eval_reward_margin). Never a test_* metric: selection reads validation
+    rows only."""
+
+
 class TrainConfig(Section):
     max_steps: int = Field(default=100, gt=0)
     """Optimizer steps."""
@@ -179,7 +193,12 @@ class TrainConfig(Section):
     logging_steps: int = Field(default=5, gt=0)
     """Log training metrics every this many steps."""
     eval_steps: int | None = Field(default=None, gt=0)
-    """Evaluate every this many steps (default: only before and after training)."""
+    """Evaluate on the validation rows every this many steps (default: only before and after training)."""
+    early_stopping: EarlyStoppingConfig | None = None
+    """{patience, min_delta, metric}: stop once the validation metric (evaluated every eval_steps) has not improved
+    for `patience` evaluations, and end on the best evaluated step's weights: its eval_* metrics, and test_* scored
+    on it. Records best_step, stopped_early and the reason (tag oneml.stop_reason). Needs train.eval_steps.
+    Default: off (train to max_steps)."""
     eval_before: bool = True
     """Evaluate once before training, so the improvement is on record."""
     eval_batch_size: int | None = Field(default=None, gt=0)
@@ -276,6 +295,29 @@ class RunConfig(Section):
     def _method(cls, value: Any) -> Any:
         return _dispatch(METHODS, value, "method")
 
+    @model_validator(mode="after")
+    def _early_stopping(self) -> RunConfig:
+        stopping = self.train.early_stopping
+        if stopping is None:
+            return self
+        if self.train.eval_steps is None:
+            raise OnemlError(
+                "train.early_stopping: needs train.eval_steps (how often to evaluate on the validation rows), "
+                "e.g. --set train.eval_steps=10"
+            )
+        recorded = type(self.objective).eval_metrics
+        if stopping.metric not in recorded:
+            raise OnemlError(
+                f"train.early_stopping.metric: {stopping.metric!r} is not a validation metric of objective "
+                f"{self.objective.name}; one of {', '.join(recorded)}"
+            )
+        if self.distributed.world_size > 1:
+            raise OnemlError(
+                f"train.early_stopping: not supported over several processes yet (world size "
+                f"{self.distributed.world_size}); run it in one process or drop early stopping"
+            )
+        return self
+
     @field_validator("objective", mode="before")
     @classmethod
     def _objective(cls, value: Any) -> Any:
@@ -313,7 +355,10 @@ class RunConfig(Section):
         return payload
 
 
-_ADDED_LATER = {"data": ("test_size", "test_fraction", "datasets", "max_completion_length")}
+_ADDED_LATER = {
+    "data": ("test_size", "test_fraction", "datasets", "max_completion_length"),
+    "train": ("early_stopping",),
+}
 """Keys added after runs had been recorded: left out of the identity while unset (None), so that every config
 written before them keeps its run id and a study resumes its finished runs instead of training them again."""
 

@@ -55,6 +55,9 @@ class ObjectiveConfig(Section):
     name: str
     data_kind: ClassVar[str] = "sft"
     """"sft" (conversations) or "preference" (prompt, chosen, rejected)."""
+    eval_metrics: ClassVar[tuple[str, ...]] = ("eval_loss", "eval_perplexity", "eval_token_accuracy")
+    """The quality metrics its evaluation records on the validation rows, whose direction the analysis registry
+    knows: what selection (early stopping, halving rungs, tuning) may rank by."""
 
     def check(self, method: Any) -> None:
         """Refuse an incompatible method (OnemlError) before anything is loaded."""

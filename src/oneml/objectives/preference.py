@@ -23,6 +23,7 @@ from oneml.objectives import ObjectiveConfig
 
 class PreferenceObjective(ObjectiveConfig):
     data_kind = "preference"  # type: ignore[assignment]
+    eval_metrics = ("eval_loss", "eval_preference_accuracy", "eval_reward_margin")  # type: ignore[assignment]
 
     def prepare(self, data_cfg, tokenizer):
         from oneml.data import prepare_preference

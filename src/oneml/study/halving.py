@@ -46,6 +46,21 @@ def check_metric(halving: Halving, trials: list[Trial]) -> None:
                 f"halving.metric: {halving.metric} is not recorded by objective {objective.name} (track "
                 f"{trial.track}), whose rungs record {', '.join(recorded)}"
             )
+    check_evaluations(halving, trials)
+
+
+def check_evaluations(halving: Halving, trials: list[Trial], where: str = "halving") -> None:
+    """With early stopping, every rung must be an evaluation step (min_steps a multiple of train.eval_steps): a rung
+    ranks a paused run by the best evaluation early stopping has seen so far (what the run would end on if it ended
+    there), and a run continued from the rung must stop where an uninterrupted one would, so the rung cannot add an
+    evaluation of its own."""
+    for trial in trials:
+        train = trial.config.train
+        if train.early_stopping is not None and halving.min_steps % train.eval_steps:
+            raise OnemlError(
+                f"{where}.min_steps: with train.early_stopping (track {trial.track}) the rungs must fall on evaluation "
+                f"steps: {halving.min_steps} is not a multiple of train.eval_steps ({train.eval_steps})"
+            )
 
 
 def _value(trial: Trial, step: int, key: str) -> float:

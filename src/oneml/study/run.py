@@ -16,7 +16,7 @@ from typing import Any
 from oneml.errors import Interrupted
 from oneml.study.executors import EXECUTORS, ExecutorOptions
 from oneml.study.expand import PENDING, Trial
-from oneml.study.halving import Rung, check_metric, ranking_rungs, run_halving
+from oneml.study.halving import Rung, check_evaluations, check_metric, ranking_rungs, run_halving
 from oneml.study.spec import Halving, SequentialSeeds, StudySpec
 from oneml.study.state import read_entry, record, root_of, state
 from oneml.study.trial import Job
@@ -137,12 +137,14 @@ class _Tracker:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def pruned(self, trial: Trial, reason: str) -> None:
-        """Pruned runs end KILLED with the reason; the report sets them aside as pruned."""
+        """Pruned runs end KILLED with the reason; the report sets them aside as pruned. A run that early stopping
+        had already finished stays FINISHED (its result is whole), tagged pruned with its configuration."""
         run_id = self.trial_run(trial)
         if run_id is not None:
             self.client.set_tag(run_id, tag.PRUNED, "true")
             self.client.set_tag(run_id, tag.PRUNED_REASON, reason)
-            self.client.set_terminated(run_id, "KILLED")
+            if self.client.get_run(run_id).info.status != "FINISHED":
+                self.client.set_terminated(run_id, "KILLED")
 
     def interrupted(self, reason: str) -> None:
         """The driver was stopped (SIGTERM, Ctrl-C): the study's record ends KILLED until it is run again."""
@@ -182,6 +184,8 @@ def run_study(
     trials = [t for t in trials if keep(t)]
     if spec.halving:
         check_metric(spec.halving, trials)
+    if spec.tune is not None and spec.tune.halving is not None:
+        check_evaluations(spec.tune.halving, tuning, "tune.halving")
     if spec.eval:
         from oneml.study.evaluate import check_stage
 

@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 
 from oneml.config import load_yaml
 from oneml.errors import OnemlError
+from oneml.objectives import OBJECTIVES
 from oneml.schema import Section, validate
 
 
@@ -79,13 +80,11 @@ class ExecutorSettings(Section):
         return name
 
 
-RUNG_METRICS: dict[str, tuple[str, ...]] = {
-    "sft": ("eval_loss", "eval_perplexity", "eval_token_accuracy"),
-    "preference": ("eval_loss", "eval_preference_accuracy", "eval_reward_margin"),
-}
+RUNG_METRICS: dict[str, tuple[str, ...]] = {e.value.data_kind: e.value.eval_metrics for e in OBJECTIVES.entries()}
 """The quality metrics a paused run records at a rung, by objective data kind: its evaluation (the token
 evaluation of objectives/token_eval.py; the preference scores of objectives/dpo.py and orpo.py) whose direction the
-analysis registry knows. The other numbers a rung records (eval seconds, pair counts, ...) rank nothing."""
+analysis registry knows (each objective's ``eval_metrics``). The other numbers a rung records (eval seconds, pair
+counts, ...) rank nothing."""
 
 
 class Halving(Section):

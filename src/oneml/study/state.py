@@ -3,6 +3,7 @@ study journal (<root>/studies/<name>/<run id>.json) keeps failures, pruning and 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,20 @@ def final_metrics(trial: Trial) -> dict[str, float] | None:
 
 
 def rung_metrics(trial: Trial, step: int) -> dict[str, float] | None:
-    """Metrics at a rung: from the journal (checkpoints go once a run is published), else the run's own file."""
-    if step == trial.config.train.max_steps:
-        return final_metrics(trial)
+    """Metrics at a rung: from the journal (checkpoints go once a run is published), else the run's own file. A run
+    that early stopping ended before the rung is finished: its final metrics (the best step's) stand for every
+    later rung."""
+    final = final_metrics(trial)
+    if step == trial.config.train.max_steps or (final is not None and final.get("steps", math.inf) <= step):
+        return final
     recorded = read_entry(trial).get("rungs", {}).get(str(step))
     return recorded or read_json(checkpoint_dir(root_of(trial), trial.run_id) / f"rung-{step}.json")
 
 
 def state(trial: Trial) -> str:
-    """finished, pruned, failed, paused, running or pending."""
-    if final_metrics(trial) is not None:
+    """finished, pruned, failed, paused, running or pending. A run that early stopping finished before a rung where
+    halving then pruned its configuration is pruned: its configuration is out of the comparison, all its seeds."""
+    status = read_entry(trial).get("status", "pending")
+    if status != "pruned" and final_metrics(trial) is not None:
         return "finished"
-    return read_entry(trial).get("status", "pending")
+    return status

@@ -88,3 +88,8 @@ LAUNCHER = "oneml.launcher"
 STRATEGY = "oneml.strategy"
 SWITCH_PREFIX = "oneml.switch."
 """oneml.switch.<name> = a speed or precision switch as the run used it (and <name>_off_reason when off)."""
+STOPPED_EARLY = "oneml.stopped_early"
+"""'true' when early stopping ended the run before train.max_steps, 'false' when it ran to the budget; absent
+without train.early_stopping. The run's metrics ``best_step`` and ``steps`` (steps actually run) go with it."""
+STOP_REASON = "oneml.stop_reason"
+"""Why a run with early stopping ended where it did: 'patience: ...' or 'max_steps: ...', with the best step."""

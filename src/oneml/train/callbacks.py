@@ -33,15 +33,22 @@ class MlflowMetrics(TrainerCallback):
 
 
 class PeriodicEval(TrainerCallback):
-    """Token-weighted evaluation every ``every`` steps (Trainer's own eval averages batch means)."""
+    """Token-weighted evaluation every ``every`` steps (Trainer's own eval averages batch means), each offered to
+    early stopping (train/early_stopping.py) when the run has it."""
 
-    def __init__(self, every: int | None, run_eval):
+    def __init__(self, every: int | None, run_eval, stopper=None):
         self.every = every
         self.run_eval = run_eval
+        self.stopper = stopper
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
-            self.run_eval(state.global_step)
+            metrics = self.run_eval(state.global_step)
+            if self.stopper is not None and self.stopper.observe(state.global_step, metrics):
+                control.should_training_stop = True
+                # No checkpoint of a stopped run: one would resume into a step the run never takes. A run killed
+                # after this resumes from the previous checkpoint and stops here again.
+                control.should_save = False
 
 
 class StepTimer(TrainerCallback):

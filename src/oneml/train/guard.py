@@ -27,7 +27,8 @@ from oneml.train.faults import fault
 MiB = 1 << 20
 DISK_RULE = (
     "1.5 x (final weights x 2 [run folder + local MLflow artifact] "
-    "+ 3 checkpoints x (weights + AdamW moments) [2 kept + 1 being written]) + 64 MiB"
+    "+ 3 checkpoints x (weights + AdamW moments [+ the best weights with early stopping]) [2 kept + 1 being "
+    "written]) + 64 MiB"
 )
 """Free space a run needs under tracking.root. Weights count 4 bytes per trainable parameter (fp32, the widest
 a trained parameter is kept in; PiSSA/SORSA save rank 2r, so x2); AdamW keeps two fp32 moments per trainable
@@ -88,7 +89,8 @@ def needed_bytes(config, sizes: dict[str, Any], local_artifacts: bool) -> int:
     trainable = int(sizes.get("trainable_params", 0))
     weights = 4 * trainable * config.method.saved_copies()
     final = weights * (2 if local_artifacts else 1) if config.train.save_adapter else 0
-    checkpoints = 3 * (weights + 8 * trainable) if config.train.save_steps else 0
+    best = 4 * trainable if config.train.early_stopping is not None else 0  # each checkpoint keeps the best step's
+    checkpoints = 3 * (weights + 8 * trainable + best) if config.train.save_steps else 0
     return int(1.5 * (final + checkpoints)) + 64 * MiB
 
 

@@ -43,11 +43,14 @@ PATCHED: tuple[tuple[str, str], ...] = (
 """(class, attribute) of every library method oneml wraps or overrides."""
 
 
-def install(trainer: Any, *, max_grad_norm_stop: float | None, checkpoints: bool, packed: bool) -> None:
-    """Apply the run's hooks to a freshly built trainer (the runner calls this once, after the objective)."""
+def install(
+    trainer: Any, *, max_grad_norm_stop: float | None, checkpoints: bool, packed: bool, extras: tuple = ()
+) -> None:
+    """Apply the run's hooks to a freshly built trainer (the runner calls this once, after the objective).
+    ``extras``: callables writing more state into each checkpoint folder before it is published."""
     stop_on_exploding_norm(trainer, max_grad_norm_stop)
     if checkpoints:
-        atomic_saves(trainer)
+        atomic_saves(trainer, extras)
     if packed:
         count_real_tokens(trainer)
 
@@ -76,9 +79,10 @@ def stop_on_exploding_norm(trainer, limit: float | None) -> None:
     trainer._clip_grad_norm = clip_and_check
 
 
-def atomic_saves(trainer) -> None:
+def atomic_saves(trainer, extras: tuple = ()) -> None:
     """Make the Trainer publish each checkpoint with one rename, keep the newest ``KEEP``, and clear what a
-    killed save left behind. Wraps the trainer instance's own save: no callback runs between its writes."""
+    killed save left behind. Wraps the trainer instance's own save: no callback runs between its writes, so
+    ``extras`` (early stopping's state) write into the checkpoint here, before the rename that publishes it."""
     if trainer.args.world_size > 1:
         # Several processes write one checkpoint (sharded states) and one renaming it could race the others, so
         # multi-process runs keep the Trainer's in-place save; trainer_state.json, written last, marks it complete.
@@ -95,6 +99,8 @@ def atomic_saves(trainer) -> None:
         try:
             save(model, trial)  # writes staging/checkpoint-N (and rotates nothing: it is alone there)
             written = staging / f"checkpoint-{trainer.state.global_step}"
+            for write in extras:
+                write(written)
             fault("checkpoint")
             final = folder / written.name
             if final.exists():  # a stale one from an earlier attempt at this step

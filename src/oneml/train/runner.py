@@ -266,13 +266,12 @@ def _execute(run: RunContext) -> RunResult:
     config, setup, recorder, staging, ckpt, console = (
         run.config, run.setup, run.recorder, run.staging, run.ckpt, run.console,
     )  # fmt: skip
-    recorder.log_params(flatten(config.to_dict()))
-    recorder.log_params({f"data.stats.{k}": str(v) for k, v in setup.data.stats.items()})
+    recorder.log_params(flatten(config.to_dict()) | {f"data.stats.{k}": str(v) for k, v in setup.data.stats.items()})
     recorder.log_metrics(setup.sizes | worlds.batch_sizes(config), step=0)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     setup.sink.attach(recorder, staging / "diagnostics")
-    trainer, timer, evaluator = _build_trainer(run)
+    trainer, timer, evaluator, stopper = _build_trainer(run)
     recorder.set_tags(worlds.engine_tags(config, trainer))
 
     def run_eval(step: int) -> dict[str, float]:
@@ -280,16 +279,18 @@ def _execute(run: RunContext) -> RunResult:
         recorder.log_metrics(metrics, step=step)
         return metrics
 
-    trainer.add_callback(PeriodicEval(config.train.eval_steps, run_eval))
+    trainer.add_callback(PeriodicEval(config.train.eval_steps, run_eval, stopper))
     # With tqdm off the Trainer prints raw log dicts to stdout; our progress bar and MLflow replace them.
     trainer.remove_callback(PrinterCallback)
     resume = last_checkpoint(ckpt) if ckpt is not None else None
     start_step = int(resume.name.split("-")[-1]) if resume else 0
+    if stopper is not None and resume is not None:
+        stopper.load(resume)
     metrics: dict[str, float] = {}
     # A tuning run is a selection: it has no business with the test rows, not even to record a score no one reads.
     tuning = config.tracking.tags.get(tag.TUNING, "").lower() == "true"
-    tests = run.final and setup.data.test is not None and not tuning
-    tester = _TestEvaluation(config, setup, trainer) if tests else None
+    tests = setup.data.test is not None and not tuning
+    tester = _TestEvaluation(config, setup, trainer) if tests and run.final else None
     with console.status("scoring the reference"):
         evaluator.prepare()
         if tester is not None:  # the reference is the starting model, so it is scored before any step
@@ -305,14 +306,14 @@ def _execute(run: RunContext) -> RunResult:
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         wall = time.perf_counter() - wall_start
         with console.status("evaluating after training"):
-            metrics |= run_eval(trainer.state.global_step)
+            metrics |= _last_eval(run_eval, trainer.state.global_step, stopper)
 
     steps = trainer.state.global_step
-    if steps < config.train.max_steps:
-        return _pause(run, metrics, steps, steps - start_step)
-    if tester is not None:
-        with console.status("evaluating on the test rows"):
-            metrics |= tester()
+    if steps < config.train.max_steps and not (stopper is not None and stopper.stopped):
+        return _pause(run, metrics | (stopper.rung_metrics() if stopper else {}), steps, steps - start_step)
+    if stopper is not None:
+        metrics |= _end_on_best(run, stopper, steps, metrics)
+    metrics |= _test_scores(run, trainer, tester, tests)
     metrics |= _costs(run, trainer, timer, wall, memory)
     recorder.log_metrics(metrics, step=steps)
 
@@ -321,6 +322,34 @@ def _execute(run: RunContext) -> RunResult:
         config.run_id, recorder.run_id, run.run_dir, run.uri, metrics, setup.data.stats, config, trainer.model,
         setup.tokenizer, steps_trained=steps - start_step,
     )  # fmt: skip
+
+
+def _test_scores(run: RunContext, trainer, tester, wanted: bool) -> dict[str, float]:
+    """The test rows scored by the final model; prepared here when a paused call (a halving rung) turned out to be
+    the last because early stopping ended the run in it."""
+    if tester is None and wanted:
+        tester = _TestEvaluation(run.config, run.setup, trainer)
+        tester.evaluator.prepare()  # the reference is the starting model: a frozen copy, or the adapter switched off
+    if tester is None:
+        return {}
+    with run.console.status("evaluating on the test rows"):
+        return tester()
+
+
+def _last_eval(run_eval, step: int, stopper) -> dict[str, float]:
+    """The evaluation after training; when early stopping just evaluated this very step, that one (same weights)."""
+    if stopper is not None and stopper.last_step == step:
+        return dict(stopper.last_metrics)
+    return run_eval(step)
+
+
+def _end_on_best(run: RunContext, stopper, steps: int, metrics: dict[str, float]) -> dict[str, float]:
+    """Put the model back on the best evaluated step's weights; its evaluation becomes the run's eval_*."""
+    with run.console.status("restoring the best step's weights"):
+        stopper.finish(steps, metrics)
+    extra, tags = stopper.result(steps, run.config.train.max_steps)
+    run.recorder.set_tags(tags)
+    return stopper.best_metrics | extra
 
 
 def _costs(run: RunContext, trainer, timer, wall: float, memory) -> dict[str, float]:
@@ -360,6 +389,7 @@ def _build_trainer(run: RunContext):
     from oneml.objectives import TrainerInputs
     from oneml.train import hooks
     from oneml.train.callbacks import MlflowMetrics, StepTimer
+    from oneml.train.early_stopping import EarlyStopping
     from oneml.train.monitors import EarlyLogging, StepsToThreshold, StopOnNonFinite
 
     config, setup, recorder, ckpt = run.config, run.setup, run.recorder, run.ckpt
@@ -388,12 +418,13 @@ def _build_trainer(run: RunContext):
         ref_model=setup.reference,
     )
     trainer = config.objective.build_trainer(inputs)
+    stopper = EarlyStopping(config.train.early_stopping, setup.model) if config.train.early_stopping else None
     hooks.install(
         trainer, max_grad_norm_stop=config.train.max_grad_norm_stop, checkpoints=ckpt is not None,
-        packed=setup.speed.packing,
+        packed=setup.speed.packing, extras=(stopper.save,) if stopper is not None else (),
     )  # fmt: skip
     evaluator = config.objective.evaluator(trainer, setup.data, setup.tokenizer, config.data.max_length)
-    return trainer, timer, evaluator
+    return trainer, timer, evaluator, stopper
 
 
 class _TestEvaluation:
