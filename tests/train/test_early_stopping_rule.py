@@ -130,8 +130,12 @@ def test_a_checkpoint_without_the_state_is_refused_in_one_line(tmp_path):
         ),
         (["train.eval_steps=5", "train.early_stopping={patience: 2, mode: max}"], "unknown key"),
         (
-            ["train.eval_steps=5", "train.early_stopping={patience: 2}", "distributed.launcher=torchrun",
-             "distributed.nproc=2"],
+            [
+                "train.eval_steps=5",
+                "train.early_stopping={patience: 2}",
+                "distributed.launcher=torchrun",
+                "distributed.nproc=2",
+            ],
             "not supported over several processes",
         ),  # fmt: skip
     ],

@@ -54,6 +54,10 @@ def summary_table(result: RunResult):
         if f"test_{key}" in m:
             table.add_row(f"test {label.removeprefix('eval ')}", format(m[f"test_{key}"], spec))
     table.add_row("steps / time", f"{m['steps']:.0f} steps in {m['train_wall_seconds']:.1f} s")
+    if "best_step" in m and cfg is not None and cfg.train.early_stopping is not None:
+        ended = f"stopped early at step {m['steps']:.0f}" if m.get("stopped_early") else "ran to max_steps"
+        best = f"best {cfg.train.early_stopping.metric} at step {m['best_step']:.0f}"
+        table.add_row("early stopping", f"{ended} of {cfg.train.max_steps}; {best} (the weights kept)")
     table.add_row("tokens/s", f"{_fmt(m.get('tokens_per_second'), ',.0f')} (real tokens, no padding)")
     memory = f"{m['peak_rss_mib']:,.0f} MiB RSS"
     if "peak_cuda_mib" in m:
