@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from oneml.cli_study import print_table, study_app
+from oneml.cli_study import METRICS_HOST, METRICS_PORT, metrics_endpoint, print_table, study_app
 from oneml.errors import Interrupted, OnemlError
 
 app = typer.Typer(
@@ -48,6 +48,8 @@ def train_cmd(
         "--dry-run",
         help="With --launcher: write the generated configs, print the launch command, start nothing.",
     ),
+    metrics_port: int | None = METRICS_PORT,
+    metrics_host: str = METRICS_HOST,
 ):
     """Fine-tune one model with one method; record the run in MLflow."""
     from oneml.config import load_run_config
@@ -64,8 +66,14 @@ def train_cmd(
         out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="", markup=False, highlight=False)
         out.print(f"# run id: {cfg.run_id}", markup=False, highlight=False)
         return
-    if cfg.distributed.launcher != "none" and not world.launched():
-        return _launch(cfg, quiet, dry_run)
+    with metrics_endpoint(None if dry_run else metrics_port, metrics_host):
+        if cfg.distributed.launcher != "none" and not world.launched():
+            return _launch(cfg, quiet, dry_run)
+        _train(cfg, quiet)
+
+
+def _train(cfg, quiet: bool) -> None:
+    from oneml.distributed import world
     from oneml.train import train
     from oneml.train.summary import summary_table
 

@@ -52,6 +52,31 @@ RESOURCE = typer.Option(
     None, "--resource", help="ray: a custom resource each trial reserves, NAME=AMOUNT (repeatable)."
 )
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress display.")
+METRICS_PORT = typer.Option(
+    None,
+    "--metrics-port",
+    min=1,
+    max=65535,
+    help="Serve Prometheus metrics on this port (http://HOST:PORT/metrics): each run's step, loss, learning rate, "
+    "tokens/s, memory and eval loss; a study's runs by state.",
+)
+METRICS_HOST = typer.Option(
+    "127.0.0.1", "--metrics-host", help="Address the metrics endpoint listens on; 0.0.0.0 = every interface."
+)
+
+
+def metrics_endpoint(port: int | None, host: str):
+    """The Prometheus endpoint for the command's duration (nothing when no port is given); a port in use fails here,
+    before anything is recorded."""
+    from contextlib import nullcontext
+
+    if port is None:
+        return nullcontext()
+    from oneml.monitoring import serve
+
+    server = serve(port, host)
+    err.print(f"Prometheus metrics at {server.url}", markup=False, highlight=False)
+    return server
 
 
 @study_app.command("run")
@@ -64,12 +89,15 @@ def study_run_cmd(
     cpus: float | None = CPUS,
     resource: list[str] = RESOURCE,
     quiet: bool = QUIET,
+    metrics_port: int | None = METRICS_PORT,
+    metrics_host: str = METRICS_HOST,
 ):
     """Run every trial of a study; finished runs are skipped, interrupted ones resume.
 
     A study with sequential seeds runs in rounds until its guide is decided."""
     given = dict(workers=workers, gpu_fraction=gpu_fraction, ray_address=ray_address, cpus=cpus, resources=resource)
-    _study_run(spec, executor, quiet, **given)
+    with metrics_endpoint(metrics_port, metrics_host):
+        _study_run(spec, executor, quiet, **given)
 
 
 @study_app.command("extend")

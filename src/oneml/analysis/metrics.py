@@ -63,6 +63,8 @@ _TABLE = (
     Metric("tokens_per_second", "tokens/s", True, ",.0f", cost=True),
     Metric("train_wall_seconds", "wall time s", False, ",.1f", cost=True),
     Metric("steps_to_threshold", "steps to threshold", False, ",.0f", cost=True),
+    Metric("steps", "steps run", False, ",.0f", cost=True),
+    Metric("best_step", "best step", False, ",.0f", cost=True),
     Metric("train_loss_auc", "mean train loss", False, cost=True),
     Metric("inference_ms_per_token", "ms/token (adapter)", False, ".2f", cost=True),
     Metric("inference_merged_ms_per_token", "ms/token (merged)", False, ".2f", cost=True),
@@ -95,4 +97,9 @@ test_key.__test__ = False  # type: ignore[attr-defined]  # pytest would collect 
 def summary_keys(available: set[str]) -> list[str]:
     """The metrics worth summarising per configuration, in display order, limited to those recorded."""
     bench = sorted(k for k in available if k.startswith((BENCH_PREFIX, BENCH_LOWER_PREFIX)))
-    return [k for k in METRICS if k in available] + bench
+    hidden = set() if "best_step" in available else set(STOPPING_ONLY)
+    return [k for k in METRICS if k in available and k not in hidden] + bench
+
+
+STOPPING_ONLY = ("steps",)
+"""Shown only where early stopping ran (runs record ``best_step``): without it every run ran its budget."""

@@ -31,6 +31,7 @@ from oneml.analysis.figures import FigureOut, all_figures, colours
 from oneml.analysis.results import StudyResults
 from oneml.analysis.rungs import halving_note, rung_table
 from oneml.analysis.sequential import look_alpha
+from oneml.analysis.stopping import early_stopping_note
 from oneml.analysis.tables import (
     Table,
     comparison_table,
@@ -121,6 +122,9 @@ def _warnings(study: StudyResults, analyses: list[Analysis]) -> list[str]:
     if note:
         out.append(note)
     note = tuning_note(study)
+    if note:
+        out.append(note)
+    note = early_stopping_note(study)
     if note:
         out.append(note)
     look = look_alpha(study.parent_tags, DEFAULT_ALPHA)

@@ -160,3 +160,59 @@ class progress_bar:
     def __exit__(self, *exc):
         if self.bar is not None:
             self.bar.__exit__(*exc)
+
+
+class LiveMetrics(TrainerCallback):
+    """The run's latest step, loss, learning rate, tokens/s, memory and eval loss, written for Prometheus into the
+    folder that `oneml.monitoring` serves (at most every ``every`` seconds between logs and evaluations)."""
+
+    def __init__(self, folder, labels: dict[str, str], every: float = 0.5):
+        import psutil
+
+        self.folder, self.labels, self.every = folder, labels, every
+        self.values: dict[str, float] = {}
+        self._proc = psutil.Process(os.getpid())
+        self._written = 0.0
+        self._tokens: tuple[float, float] | None = None  # (time, tokens seen) at the previous log
+
+    def _write(self, force: bool = False) -> None:
+        from oneml.monitoring import write_run
+
+        now = time.monotonic()
+        if force or now - self._written >= self.every:
+            import torch
+
+            self.values["rss_bytes"] = float(self._proc.memory_info().rss)
+            if torch.cuda.is_available():
+                self.values["cuda_bytes"] = float(torch.cuda.memory_allocated())
+            write_run(self.folder, self.labels, self.values)
+            self._written = now
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.values |= {"step": float(state.global_step), "max_steps": float(state.max_steps)}
+        self._tokens = (time.monotonic(), float(state.num_input_tokens_seen or 0))
+        self._write(force=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.values["step"] = float(state.global_step)
+        self._write()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        for key, name in (("loss", "train_loss"), ("learning_rate", "learning_rate"), ("grad_norm", "grad_norm")):
+            if isinstance(logs.get(key), (int, float)):
+                self.values[name] = float(logs[key])
+        now, tokens = time.monotonic(), float(state.num_input_tokens_seen or 0)
+        if self._tokens is not None and now > self._tokens[0] and tokens >= self._tokens[1]:
+            self.values["tokens_per_second"] = (tokens - self._tokens[1]) / (now - self._tokens[0])
+        self._tokens = (now, tokens)
+        self._write(force=True)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and isinstance(metrics.get("eval_loss"), (int, float)):
+            self.values["eval_loss"] = float(metrics["eval_loss"])
+            self._write(force=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.values["step"] = float(state.global_step)
+        self._write(force=True)

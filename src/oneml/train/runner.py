@@ -145,6 +145,7 @@ def train(
         _start_or_continue(recorder, ckpt, _run_name(config), _tags(config, setup, device))
     guard = RunGuard()
     extra = list(callbacks or []) + ([StopAt(stop_at)] if stop_at is not None else []) + [guard]
+    extra += _live_metrics(config) if world.is_main else []
     # Only a call that can reach max_steps prepares the test evaluation: a paused one (a halving rung) never
     # touches the test rows, not even to score DPO's reference on them.
     final = stop_at is None or stop_at >= config.train.max_steps
@@ -160,6 +161,18 @@ def train(
     del setup  # raised outside the handler, so that the failed step's tensors are freed before the caller goes on
     release_memory()
     raise failure
+
+
+def _live_metrics(config: RunConfig) -> list[Any]:
+    """The run's numbers for Prometheus, when a process serves them (`oneml.monitoring`, --metrics-port)."""
+    from oneml.monitoring import current_folder
+    from oneml.train.callbacks import LiveMetrics
+
+    folder = current_folder()
+    if folder is None:
+        return []
+    labels = {"run_id": config.run_id, "method": config.method.name, "study": config.tracking.tags.get(tag.STUDY, "")}
+    return [LiveMetrics(folder, labels)]
 
 
 def _record_failure(recorder, config: RunConfig, err: BaseException, failure, step: int) -> None:
@@ -277,6 +290,8 @@ def _execute(run: RunContext) -> RunResult:
     def run_eval(step: int) -> dict[str, float]:
         metrics = evaluator("eval")
         recorder.log_metrics(metrics, step=step)
+        # Callbacks hear of it as of the Trainer's own evaluations (a caller's logging, the live metrics).
+        trainer.control = trainer.callback_handler.on_evaluate(trainer.args, trainer.state, trainer.control, metrics)
         return metrics
 
     trainer.add_callback(PeriodicEval(config.train.eval_steps, run_eval, stopper))
