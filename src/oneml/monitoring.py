@@ -105,7 +105,7 @@ class _Collector:
                 if isinstance(values.get(key), (int, float)):
                     families[name].add_metric(labels, float(values[key]))
         yield from families.values()
-        states = GaugeMetricFamily(RUN_STATE, "1 for the state each run of a study is in.", labels=(*RUN_LABELS, "state"))
+        states = GaugeMetricFamily(RUN_STATE, "1 for each run's state.", labels=(*RUN_LABELS, "state"))
         counts = GaugeMetricFamily(STUDY_RUNS, "Runs of a study in each state.", labels=("study", "state"))
         for study, runs in list(_STUDIES.items()):
             listed = runs()
