@@ -142,6 +142,19 @@ def _wait_for(api: str, promql: str, check, proc, timeout: float = 60) -> list[d
     raise AssertionError(f"Prometheus never answered {promql!r} as expected; last: {_query(api, promql)}")
 
 
+def _dashboard_reads(api: str, run_id: str) -> None:
+    """Every query of the Grafana dashboard, as Grafana sends it for this run, is valid PromQL to Prometheus, and
+    those about a run's training find this run (a study's panels stay empty: no study runs here; no CUDA on CPU)."""
+    from test_grafana_dashboard import queries, substituted
+
+    for title, expr in queries():
+        url = f"{api}/api/v1/query?" + urllib.parse.urlencode({"query": substituted(expr, run_id=run_id)})
+        body = json.loads(urllib.request.urlopen(url, timeout=10).read())
+        assert body["status"] == "success", (title, body)
+        if not any(name in expr for name in ("oneml_study_runs", "oneml_run_state", "oneml_memory_cuda_bytes")):
+            assert any(r["metric"].get("run_id") == run_id for r in body["data"]["result"]), (title, expr, body)
+
+
 def test_a_real_prometheus_scrapes_a_live_run_and_returns_its_loss(tmp_path):
     """Prometheus (Debian's package) scrapes the endpoint every second while a tiny run trains in this process;
     PromQL over its HTTP API then returns the run's last training loss, as MLflow recorded it."""
@@ -166,6 +179,7 @@ def test_a_real_prometheus_scrapes_a_live_run_and_returns_its_loss(tmp_path):
             assert float(step["value"][1]) == 6
             (evals,) = _wait_for(api, f"oneml_eval_loss{selector}", lambda r: True, proc)
             assert float(evals["value"][1]) == pytest.approx(result.metrics["eval_loss"])
+            _dashboard_reads(api, cfg.run_id)
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -250,6 +250,9 @@ def study_export_argo_cmd(
     parallelism: int | None = typer.Option(None, "--parallelism", min=1, help="Pods at once (default: workers)."),
     namespace: str | None = typer.Option(None, "--namespace", "-n", help="Kubernetes namespace."),
     service_account: str | None = typer.Option(None, "--service-account", help="Service account of the pods."),
+    metrics_port: int = typer.Option(
+        8000, "--metrics-port", min=0, max=65535, help="Port each pod serves Prometheus metrics on (0: none)."
+    ),
 ):
     """Write an Argo Workflows manifest of the study: one pod per run, each running `oneml train`."""
     from oneml.study import load_study
@@ -258,7 +261,7 @@ def study_export_argo_cmd(
     study = load_study(spec)
     options = ArgoOptions(
         image, tracking_uri, artifact_location, s3_endpoint, s3_secret, cpu, memory, gpus, parallelism, namespace,
-        service_account,
+        service_account, metrics_port or None,
     )  # fmt: skip
     manifest = workflow(study, options)
     try:

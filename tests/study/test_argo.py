@@ -62,7 +62,14 @@ def test_one_pod_per_run_with_its_resolved_config(tmp_path, capsys, monkeypatch)
         assert pod["name"] == f"run-{resolve(config).run_id}"  # the pod trains exactly that run
         assert config["tracking"]["uri"] == URI and config["tracking"]["artifact_location"] == "s3://bucket/oneml"
         container = pod["container"]
-        assert container["command"] == ["oneml", "train", artifact["path"], "--quiet"]
+        metrics = ["--metrics-port", "8000", "--metrics-host", "0.0.0.0"]  # scraped from outside the pod
+        assert container["command"] == ["oneml", "train", artifact["path"], "--quiet", *metrics]
+        annotations = pod["metadata"]["annotations"]
+        assert annotations == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": "8000",
+            "prometheus.io/path": "/metrics",
+        }
         assert container["resources"] == {
             "requests": {"cpu": "2", "memory": "8Gi"},
             "limits": {"memory": "8Gi", "nvidia.com/gpu": "1"},
@@ -74,6 +81,24 @@ def test_one_pod_per_run_with_its_resolved_config(tmp_path, capsys, monkeypatch)
             assert env[key] == {"name": key, "valueFrom": {"secretKeyRef": {"name": "oneml-s3", "key": key}}}
     assert "not-in-the-manifest-123" not in text
     assert "argo submit" in stdout
+
+
+def test_metrics_can_be_moved_to_another_port_or_left_out(tmp_path, capsys):
+    code, out, _, err = _export(capsys, tmp_path, "--metrics-port", "9400")
+    assert code == 0, err
+    manifest = yaml.safe_load(out.read_text())
+    _validate(manifest)
+    pod = manifest["spec"]["templates"][1]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9400"
+    assert pod["container"]["command"][-4:] == ["--metrics-port", "9400", "--metrics-host", "0.0.0.0"]
+    code, out, _, err = _export(capsys, tmp_path, "--metrics-port", "0")
+    assert code == 0, err
+    pod = yaml.safe_load(out.read_text())["spec"]["templates"][1]
+    assert "annotations" not in pod["metadata"] and "--metrics-port" not in pod["container"]["command"]
+    broken = yaml.safe_load(out.read_text())
+    broken["spec"]["templates"][1]["metadata"]["annotations"] = {"prometheus.io/port": 8000}
+    with pytest.raises(jsonschema.ValidationError, match="is not of type 'string'"):
+        _validate(broken)  # annotations are checked by the schema too
 
 
 def test_the_schema_check_is_live(tmp_path, capsys):

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from oneml.errors import OnemlError
+from oneml.monitoring import PATH
 
 CONFIG_PATH = "/oneml/run.yaml"
 RUN_ROOT = "/tmp/oneml-runs"  # pod-local: the run directory is a cache, MLflow and the artifact store keep results
@@ -40,6 +41,9 @@ class ArgoOptions:
     parallelism: int | None = None
     namespace: str | None = None
     service_account: str | None = None
+    metrics_port: int | None = 8000
+    """Port each pod serves Prometheus metrics on (`oneml train --metrics-port`), announced to Prometheus by the
+    pod's prometheus.io/* annotations; None: no metrics."""
 
 
 def _check(spec, options: ArgoOptions) -> None:
@@ -66,6 +70,8 @@ def _check(spec, options: ArgoOptions) -> None:
         )
     if options.gpus < 0 or (options.parallelism is not None and options.parallelism < 1):
         raise OnemlError("--gpus must be 0 or more and --parallelism 1 or more")
+    if options.metrics_port is not None and not 0 < options.metrics_port < 65536:
+        raise OnemlError(f"--metrics-port: must be a port number (1-65535), got {options.metrics_port}")
 
 
 def _run_config(trial, options: ArgoOptions) -> dict[str, Any]:
@@ -100,14 +106,26 @@ def _resources(options: ArgoOptions) -> dict[str, Any]:
 
 def _template(trial, config: dict[str, Any], options: ArgoOptions, study: str) -> dict[str, Any]:
     data = yaml.safe_dump(config, sort_keys=False)
+    metadata: dict[str, Any] = {"labels": {"oneml.study": study, "oneml.run-id": trial.run_id}}
+    command = ["oneml", "train", CONFIG_PATH, "--quiet"]
+    if options.metrics_port is not None:
+        # Prometheus' Kubernetes pod discovery scrapes pods by these annotations (the usual relabelling rules); the
+        # pod listens on every interface, as the scrape comes from outside it.
+        port = str(options.metrics_port)
+        metadata["annotations"] = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": port,
+            "prometheus.io/path": PATH,
+        }
+        command += ["--metrics-port", port, "--metrics-host", "0.0.0.0"]
     return {
         "name": f"run-{trial.run_id}",
-        "metadata": {"labels": {"oneml.study": study, "oneml.run-id": trial.run_id}},
+        "metadata": metadata,
         "inputs": {"artifacts": [{"name": "run-config", "path": CONFIG_PATH, "raw": {"data": data}}]},
         "container": {
             "name": "main",
             "image": options.image,
-            "command": ["oneml", "train", CONFIG_PATH, "--quiet"],
+            "command": command,
             "env": _env(options),
             "resources": _resources(options),
         },
