@@ -183,3 +183,41 @@ def test_a_real_prometheus_scrapes_a_live_run_and_returns_its_loss(tmp_path):
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_study_with_worker_processes_exports_every_run_and_the_states(tmp_path, capsys):
+    """`oneml study run --workers 2 --metrics-port`: the trials train in worker processes, yet the driver's endpoint
+    shows each one's steps and loss, and the study's runs by state, while it runs."""
+    import threading
+
+    port = _free_port()
+    seen: list[dict] = []
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                seen.append(_scrape(f"http://127.0.0.1:{port}/metrics"))
+            except OSError:
+                pass
+            time.sleep(0.3)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    study = write_study(tmp_path, seeds=[0], tracks={"main": {"grid": {"method.r": [4, 8]}}})
+    try:
+        code, _, err = run_cli(capsys, "study", "run", str(study), "--workers", "2", "-q", "--metrics-port", str(port))
+    finally:
+        stop.set()
+        poller.join()
+    assert code == 0, err
+    assert f"Prometheus metrics at http://127.0.0.1:{port}/metrics" in err
+    steps = {dict(k[1])["run_id"]: v for s in seen for k, v in s.items() if k[0] == "oneml_train_step"}
+    assert len(steps) == 2 and set(steps.values()) == {4.0}  # both runs, from their worker processes, to the end
+    assert any(k[0] == "oneml_train_loss" for s in seen for k in s)
+    running = [v for s in seen for k, v in s.items() if k[0] == "oneml_study_runs" and dict(k[1])["state"] == "running"]
+    finished = [
+        v for s in seen for k, v in s.items() if k[0] == "oneml_study_runs" and dict(k[1])["state"] == "finished"
+    ]
+    assert max(running) >= 1 and max(finished) >= 1  # (the last one may finish as the endpoint closes)

@@ -9,6 +9,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from oneml.tracking.tags import STUDY as STUDY_TAG
+
 # Trainer/TRL log names -> ours (the rest pass through unchanged)
 _RENAME = {
     "loss": "train_loss",
@@ -216,3 +218,14 @@ class LiveMetrics(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self.values["step"] = float(state.global_step)
         self._write(force=True)
+
+
+def live_metrics(config) -> list[Any]:
+    """The run's numbers for Prometheus, when a process serves them (`oneml.monitoring`, --metrics-port)."""
+    from oneml.monitoring import current_folder
+
+    folder = current_folder()
+    if folder is None:
+        return []
+    labels = {"run_id": config.run_id, "method": config.method.name, "study": config.tracking.tags.get(STUDY_TAG, "")}
+    return [LiveMetrics(folder, labels)]

@@ -175,6 +175,22 @@ class EarlyStopping:
         self._weights = load_file(str(weights)) if weights.is_file() else {}
 
 
+def last_eval(run_eval, step: int, stopper) -> dict[str, float]:
+    """The evaluation after training; when early stopping just evaluated this very step, that one (same weights)."""
+    if stopper is not None and stopper.last_step == step:
+        return dict(stopper.last_metrics)
+    return run_eval(step)
+
+
+def end_on_best(run, stopper, steps: int, metrics: dict[str, float]) -> dict[str, float]:
+    """Put the model back on the best evaluated step's weights; its evaluation becomes the run's eval_*."""
+    with run.console.status("restoring the best step's weights"):
+        stopper.finish(steps, metrics)
+    extra, tags = stopper.result(steps, run.config.train.max_steps)
+    run.recorder.set_tags(tags)
+    return stopper.best_metrics | extra
+
+
 def _rank_patterns(model: torch.nn.Module) -> dict[str, Any]:
     """The rank pattern of each peft adapter that has one (AdaLoRA reallocates ranks as it trains; the saved
     adapter is cut to it, so the best step's pattern must come back with the best step's weights)."""

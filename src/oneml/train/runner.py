@@ -25,7 +25,7 @@ from oneml.errors import Interrupted, OnemlError
 from oneml.tracking import layout
 from oneml.tracking import tags as tag
 from oneml.train.arguments import switches, trainer_args
-from oneml.train.callbacks import progress_bar
+from oneml.train.callbacks import live_metrics, progress_bar
 from oneml.train.checkpoints import (
     StopAt,
     checkpoint_dir,
@@ -145,7 +145,7 @@ def train(
         _start_or_continue(recorder, ckpt, _run_name(config), _tags(config, setup, device))
     guard = RunGuard()
     extra = list(callbacks or []) + ([StopAt(stop_at)] if stop_at is not None else []) + [guard]
-    extra += _live_metrics(config) if world.is_main else []
+    extra += live_metrics(config) if world.is_main else []
     # Only a call that can reach max_steps prepares the test evaluation: a paused one (a halving rung) never
     # touches the test rows, not even to score DPO's reference on them.
     final = stop_at is None or stop_at >= config.train.max_steps
@@ -161,18 +161,6 @@ def train(
     del setup  # raised outside the handler, so that the failed step's tensors are freed before the caller goes on
     release_memory()
     raise failure
-
-
-def _live_metrics(config: RunConfig) -> list[Any]:
-    """The run's numbers for Prometheus, when a process serves them (`oneml.monitoring`, --metrics-port)."""
-    from oneml.monitoring import current_folder
-    from oneml.train.callbacks import LiveMetrics
-
-    folder = current_folder()
-    if folder is None:
-        return []
-    labels = {"run_id": config.run_id, "method": config.method.name, "study": config.tracking.tags.get(tag.STUDY, "")}
-    return [LiveMetrics(folder, labels)]
 
 
 def _record_failure(recorder, config: RunConfig, err: BaseException, failure, step: int) -> None:
@@ -275,6 +263,7 @@ def _execute(run: RunContext) -> RunResult:
 
     from oneml.tracking.store import flatten
     from oneml.train.callbacks import PeakMemory, PeriodicEval, RichProgress
+    from oneml.train.early_stopping import end_on_best, last_eval
 
     config, setup, recorder, staging, ckpt, console = (
         run.config, run.setup, run.recorder, run.staging, run.ckpt, run.console,
@@ -321,13 +310,13 @@ def _execute(run: RunContext) -> RunResult:
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         wall = time.perf_counter() - wall_start
         with console.status("evaluating after training"):
-            metrics |= _last_eval(run_eval, trainer.state.global_step, stopper)
+            metrics |= last_eval(run_eval, trainer.state.global_step, stopper)
 
     steps = trainer.state.global_step
     if steps < config.train.max_steps and not (stopper is not None and stopper.stopped):
         return _pause(run, metrics | (stopper.rung_metrics() if stopper else {}), steps, steps - start_step)
     if stopper is not None:
-        metrics |= _end_on_best(run, stopper, steps, metrics)
+        metrics |= end_on_best(run, stopper, steps, metrics)
     metrics |= _test_scores(run, trainer, tester, tests)
     metrics |= _costs(run, trainer, timer, wall, memory)
     recorder.log_metrics(metrics, step=steps)
@@ -349,22 +338,6 @@ def _test_scores(run: RunContext, trainer, tester, wanted: bool) -> dict[str, fl
         return {}
     with run.console.status("evaluating on the test rows"):
         return tester()
-
-
-def _last_eval(run_eval, step: int, stopper) -> dict[str, float]:
-    """The evaluation after training; when early stopping just evaluated this very step, that one (same weights)."""
-    if stopper is not None and stopper.last_step == step:
-        return dict(stopper.last_metrics)
-    return run_eval(step)
-
-
-def _end_on_best(run: RunContext, stopper, steps: int, metrics: dict[str, float]) -> dict[str, float]:
-    """Put the model back on the best evaluated step's weights; its evaluation becomes the run's eval_*."""
-    with run.console.status("restoring the best step's weights"):
-        stopper.finish(steps, metrics)
-    extra, tags = stopper.result(steps, run.config.train.max_steps)
-    run.recorder.set_tags(tags)
-    return stopper.best_metrics | extra
 
 
 def _costs(run: RunContext, trainer, timer, wall: float, memory) -> dict[str, float]:
