@@ -177,8 +177,10 @@ def test_a_real_prometheus_scrapes_a_live_run_and_returns_its_loss(tmp_path):
             assert float(loss["value"][1]) == pytest.approx(last)
             (step,) = _wait_for(api, f"max_over_time(oneml_train_step{selector}[5m])", lambda r: True, proc)
             assert float(step["value"][1]) == 6
-            (evals,) = _wait_for(api, f"oneml_eval_loss{selector}", lambda r: True, proc)
-            assert float(evals["value"][1]) == pytest.approx(result.metrics["eval_loss"])
+            final = result.metrics["eval_loss"]  # the evaluation after the last step (the one at step 3 came first)
+            same = lambda r: float(r[0]["value"][1]) == pytest.approx(final)  # noqa: E731
+            (evals,) = _wait_for(api, f"oneml_eval_loss{selector}", same, proc)
+            assert float(evals["value"][1]) == pytest.approx(final)
             _dashboard_reads(api, cfg.run_id)
         finally:
             proc.terminate()

@@ -100,8 +100,12 @@ def describe_keys(
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             rows += describe_keys(annotation, key + ".")
             continue
-        default = field.get_default(call_default_factory=True)
-        rows.append((key, _type_name(annotation), repr(default), field.description or ""))
+        default = field.get_default(call_default_factory=True) if not field.is_required() else "required"
+        rows.append((key, _type_name(annotation), repr(default) if default != "required" else default,
+                     field.description or ""))  # fmt: skip
+        optional = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+        if len(optional) == 1 and isinstance(optional[0], type) and issubclass(optional[0], BaseModel):
+            rows += describe_keys(optional[0], key + ".")  # an optional section (train.early_stopping): its keys too
     return rows
 
 

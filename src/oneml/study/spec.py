@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 
 from oneml.config import load_yaml
 from oneml.errors import OnemlError
-from oneml.objectives import OBJECTIVES
+from oneml.objectives import OBJECTIVES, ObjectiveConfig
 from oneml.schema import Section, validate
 
 
@@ -80,7 +80,9 @@ class ExecutorSettings(Section):
         return name
 
 
-RUNG_METRICS: dict[str, tuple[str, ...]] = {e.value.data_kind: e.value.eval_metrics for e in OBJECTIVES.entries()}
+RUNG_METRICS: dict[str, tuple[str, ...]] = {ObjectiveConfig.data_kind: ObjectiveConfig.eval_metrics} | {
+    e.value.data_kind: e.value.eval_metrics for e in OBJECTIVES.entries()
+}
 """The quality metrics a paused run records at a rung, by objective data kind: its evaluation (the token
 evaluation of objectives/token_eval.py; the preference scores of objectives/dpo.py and orpo.py) whose direction the
 analysis registry knows (each objective's ``eval_metrics``). The other numbers a rung records (eval seconds, pair
