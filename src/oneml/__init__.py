@@ -10,8 +10,11 @@ import sys as _sys
 import types as _types
 from typing import TYPE_CHECKING
 
-# bitsandbytes warns at import on CPU that an optional kernels package is missing; it falls back fine.
-_logging.getLogger("bitsandbytes").setLevel(_logging.ERROR)
+# bitsandbytes warns at import on CPU that an optional kernels package is missing; it falls back fine. Where the
+# package is there (transformers >= 5.25 requires it), bitsandbytes' CPU backend asks the hub for a 4-bit GEMM kernel
+# at import, and the `kernels` package warns when the hub is offline: a line that is not ours on every command.
+for _name in ("bitsandbytes", "kernels"):
+    _logging.getLogger(_name).setLevel(_logging.ERROR)
 
 __version__ = "0.1.0"
 
