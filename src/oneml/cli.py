@@ -358,6 +358,15 @@ def eval_cmd(
         False, "--hub", help="Read GSM8K from the Hugging Face hub (default: package index copy)."
     ),
     lm_eval_include: Path | None = typer.Option(None, "--lm-eval-include", help="Folder of local lm-eval task YAMLs."),
+    judge: str | None = typer.Option(
+        None, "--judge", help="winrate's judge: a model (preset, hub id, directory) or an endpoint http://host:port/v1."
+    ),
+    against: str = typer.Option("base", "--against", help="winrate's opponent: base, reference, or a run id."),
+    judge_model: str | None = typer.Option(None, "--judge-model", help="The endpoint's model (default: its first)."),
+    judge_key_env: str | None = typer.Option(
+        None, "--judge-key-env", help="Environment variable holding the endpoint's API key."
+    ),
+    judge_budget: int | None = typer.Option(None, "--judge-budget", help="At most N judge requests (retries count)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
@@ -365,6 +374,7 @@ def eval_cmd(
 ):
     """Score a trained run on benchmarks; scores go to the run's MLflow record and <run>/eval/."""
     from oneml.eval.benchmarks import EvalOptions
+    from oneml.eval.judges import JudgeOptions
     from oneml.eval.run import evaluate_run
 
     files = {}
@@ -374,6 +384,10 @@ def eval_cmd(
             raise OnemlError(f"--data: expected NAME=FILE, got {item!r}")
         files[name.strip()] = Path(path).expanduser()
     options = EvalOptions(limit, shots, max_new_tokens, batch_size, files, hub, lm_eval_include)
+    if judge is not None:
+        options.judge = JudgeOptions(judge, against, judge_model, judge_key_env, judge_budget, root=root)
+    elif against != "base" or judge_model or judge_key_env or judge_budget is not None:
+        raise OnemlError("--against/--judge-model/--judge-key-env/--judge-budget: only with --judge")
     names = [b for b in benchmarks.split(",") if b.strip()]
     report = evaluate_run(run, names, options, root=root, tracking_uri=tracking_uri, device=device, console=err,
                           progress=not quiet)  # fmt: skip
@@ -383,8 +397,28 @@ def eval_cmd(
     out.print(table)
     if "eos" in report.results:
         out.print(f"generation check: {report.results['eos'].details['verdict']}")
+    for name, result in report.results.items():
+        if result.section is not None:
+            out.print(f"{name}: {judged_summary(result.details)}")
     where = f"MLflow run {report.mlflow_run_id}" if report.mlflow_run_id else "no MLflow record found for this run"
     err.print(f"recorded: {where}; details under {root / 'runs' / report.run_id / 'eval'}")
+
+
+def judged_summary(d: dict) -> str:
+    """A pairwise benchmark's result in one line: the rates with their intervals, what was judged, what failed."""
+    stats = d.get("statistics")
+    head = (
+        f"LC win rate {stats['lc_win_rate']:.3f} [{stats['lc_low']:.3f}, {stats['lc_high']:.3f}], win rate "
+        f"{stats['win_rate']:.3f} [{stats['win_low']:.3f}, {stats['win_high']:.3f}] vs {d['opponent']}"
+        if stats
+        else f"no win rate vs {d['opponent']}"
+    )
+    tail = f"; stopped early: {d['stopped_early']}" if d.get("stopped_early") else ""
+    return (
+        f"{head}; {d['prompts_judged']} of {d['prompts']} prompts judged in both orders by {d['judge']}, "
+        f"{d['parse_failures']} unreadable judgment(s), {d['request_failures']} failed request(s){tail}"
+        + (f"; {d['warning']}" if d.get("warning") else "")
+    )
 
 
 @app.command("export")

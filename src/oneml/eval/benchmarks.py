@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from oneml.errors import OnemlError
+from oneml.eval.judges import JudgeOptions
 from oneml.registry import Registry
 
 LM_EVAL_PREFIX = "lm-eval:"
@@ -35,6 +36,8 @@ class EvalOptions:
     """Read GSM8K from the Hugging Face hub instead of the package index copy."""
     lm_eval_include: Path | None = None
     """A folder of lm-eval task YAML files (local tasks)."""
+    judge: JudgeOptions | None = None
+    """The judge of the pairwise benchmarks (winrate, mt-bench) and what they compare against."""
 
 
 @dataclass
@@ -53,6 +56,8 @@ class EvalContext:
     options: EvalOptions
     advance: Callable[[int], None] = lambda n: None
     """Progress callback: n more items done."""
+    bar: Callable[[str, int], Callable[[int], None]] = lambda name, total: lambda n: None
+    """A further progress bar (description, total) for a benchmark with several stages; returns its callback."""
 
     def chat(self, messages: list[dict[str, str]]) -> str:
         """A prompt laid out as in training: the run's system prompt (if any), its template, the answer cue."""
@@ -88,12 +93,17 @@ class BenchResult:
     """Cost metrics, recorded under these exact names."""
     details: dict[str, Any] = field(default_factory=dict)
     """Everything worth keeping: per-item outputs, which checks were scored, settings."""
+    section: str | None = None
+    """Set when the result is one of several kept side by side in the benchmark's file (a win rate against each
+    opponent): the file keeps a section per key, and a new result replaces only its own."""
 
 
 class Benchmark:
     """Base of every benchmark. Subclasses set ``name`` and implement `load` and `score`."""
 
     name: str = ""
+    uses_judge: bool = False
+    """Scored by a judge (--judge): the pairwise benchmarks."""
 
     def load(self, options: EvalOptions, config: Any) -> Any:
         """The items to score; raise OnemlError (one line) when they cannot be had."""
@@ -133,6 +143,13 @@ def resolve_benchmarks(names: list[str]) -> list[Benchmark]:
     if not out:
         raise OnemlError("--benchmarks: no benchmark named; choose from " + ", ".join(BENCHMARKS.names()))
     return out
+
+
+def check_judge_used(benchmarks: list[Benchmark], options: EvalOptions) -> None:
+    """A judge given to benchmarks that take none would be silently ignored: refused instead."""
+    if options.judge is not None and not any(b.uses_judge for b in benchmarks):
+        judged = ", ".join(e.name for e in BENCHMARKS.entries() if getattr(e.value, "uses_judge", False))
+        raise OnemlError(f"--judge: none of the benchmarks named takes a judge; add one of: {judged}")
 
 
 def limited(items: list[Any], options: EvalOptions) -> list[Any]:

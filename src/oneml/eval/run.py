@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oneml.eval.benchmarks import BenchResult, EvalContext, EvalOptions, resolve_benchmarks
+from oneml.eval.benchmarks import BenchResult, EvalContext, EvalOptions, check_judge_used, resolve_benchmarks
 from oneml.tracking import layout
 
 
@@ -52,6 +52,7 @@ def evaluate_run(
 
     run = open_run(spec, root)
     benchmarks = resolve_benchmarks(names)
+    check_judge_used(benchmarks, options)
     loaded = [(b, b.load(options, run.config)) for b in benchmarks]  # data problems surface before the model
     quiet_libraries()
     device = resolve_device(device)
@@ -75,6 +76,7 @@ def evaluate_model(model, tokenizer, config, loaded, options: EvalOptions, *, re
     report = EvalReport(config.run_id)
     ordered = sorted(loaded, key=lambda pair: getattr(pair[0], "last", False))  # inference merges in place: last
     with _Bars(console, progress) as bars:
+        ctx.bar = bars.add
         for bench, items in ordered:
             ctx.advance = bars.add(bench.name, bench.total(items))
             result = bench.score(ctx, items)
@@ -101,7 +103,10 @@ class _Recorder:
     def record(self, name: str, metrics: dict[str, float], result: BenchResult, options: EvalOptions) -> None:
         settings = {"limit": options.limit, "shots": options.shots, "max_new_tokens": options.max_new_tokens}
         payload = {"benchmark": name, "metrics": metrics, "settings": settings, "details": result.details}
-        path = write_json_atomic(self.folder / f"{name.replace(':', '-')}.json", payload)
+        target = self.folder / f"{name.replace(':', '-')}.json"
+        if result.section is not None:
+            payload = with_section(target, payload, result.section)
+        path = write_json_atomic(target, payload)
         if self.client is None:
             return
         from mlflow.entities import Metric, RunTag
@@ -113,6 +118,20 @@ class _Recorder:
         tags = [RunTag(f"oneml.eval.{name.replace(':', '.')}.{k}", str(v)) for k, v in settings.items()]
         self.client.log_batch(self.mlflow_run_id, metrics=items, tags=tags)
         self.client.log_artifact(self.mlflow_run_id, str(path), "eval")
+
+
+def with_section(path: Path, payload: dict[str, Any], key: str) -> dict[str, Any]:
+    """The benchmark's file with ``payload`` as its section ``key``, the file's other sections kept."""
+    import json
+
+    try:
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):  # an unreadable file is replaced, not merged
+        previous = {}
+    sections = dict(previous.get("sections") or {}) if isinstance(previous, dict) else {}
+    sections[key] = {k: payload[k] for k in ("metrics", "settings", "details")}
+    merged = {k: v for s in sections.values() for k, v in s["metrics"].items()}
+    return {"benchmark": payload["benchmark"], "metrics": merged, "settings": payload["settings"], "sections": sections}
 
 
 def write_json_atomic(path: Path, payload: Any) -> Path:
