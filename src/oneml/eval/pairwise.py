@@ -55,14 +55,15 @@ STOP_AFTER_FAILURES = 3
 """Judging stops after this many requests in a row failed for good (each after its retries): the judge is down."""
 
 _ID = re.compile(r"(?<![\w'’])(m|M)(?![\w'’])")
-_TIE = re.compile(r"\b(tie|draw|equal(?:ly)?|both)\b", re.IGNORECASE)
+_TIE = re.compile(r"\b(tie|draw)\b", re.IGNORECASE)
 
 
 def parse_verdict(reply: str) -> str | None:
     """ "m", "M" or "tie" from a judge's reply; None when it names neither, or more than one.
 
     The first non-empty line is read first (most judges answer there), then the whole reply. Identifiers count as
-    whole tokens only ("M", "'m'", "[[M]]", "Assistant m"), so the m of "Model" or "I'm" is no answer.
+    whole tokens only ("M", "'m'", "[[M]]", "Assistant m"), so the m of "Model" or "I'm" is no answer; a tie is the
+    word tie (or draw), never read into "both are good".
     """
     lines = [line for line in reply.splitlines() if line.strip()]
     for text in (lines[0], reply) if lines else ():
