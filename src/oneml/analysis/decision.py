@@ -25,7 +25,9 @@ winner. The rows:
   reached): the lowest Kaplan-Meier median, tested by log-rank; without thresholds, the mean per-step training
   loss on a common step grid, judged like quality. Its quality verdict is stated beside it.
 - memory: the contender with the lowest mean peak memory (CUDA peak when recorded, else resident set).
-- preference: the best mean `eval_preference_accuracy`, judged like quality.
+- preference: the best mean length-controlled win rate by a judge (`oneml eval -b winrate`, `bench/winrate/<opponent>/
+  lc_win_rate`; the opponent most configurations were judged against, base first) when any run recorded one, else the
+  best mean `eval_preference_accuracy`; judged like quality.
 - start: the contender with the highest weighted score; each criterion is the configuration's value as a
   ratio of the best contender's (1 = best), so a gap of 0.0001 in loss is a gap of 0.0001, not of 1.
 """
@@ -85,6 +87,9 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "preference": 2.0,
 }
 PREFERENCE = "eval_preference_accuracy"
+JUDGED = ("winrate", "mt-bench")
+"""Benchmarks recording a judge's length-controlled win rate, bench/<name>/<opponent>/lc_win_rate: the preference
+row reads them first (answers judged as a user would meet them), in this order."""
 MEMORY = "peak_memory_mib"
 TIME_KEYS = ("train_wall_seconds", "train_seconds")
 SCORE_TIE = 0.01
@@ -418,14 +423,9 @@ def _memory(a: Analysis) -> Recommendation:
 
 
 def _preference(a: Analysis) -> Recommendation:
-    values = {label: _finite_values(c, PREFERENCE) for label, c in a.configs.items()}
-    if not any(values.values()):
-        return none("preference", "no preference runs (no run recorded eval_preference_accuracy)")
-    m = metric(PREFERENCE)
-    r = rank(PREFERENCE, m.higher_is_better, values, a.margin, a.options.alpha)
-    others = "; ".join(wording.comparison(c, m) for c in r.comparisons) or "only one configuration recorded it"
-    blockers = [c for c in r.comparisons if c.verdict == "inconclusive"]
-    return made(a, "preference", r.best, show(a, r.best, PREFERENCE), f"vs best: {others}", blockers)
+    from oneml.analysis.rules import preference
+
+    return preference(a)
 
 
 def _stability(a: Analysis) -> Recommendation:
@@ -527,7 +527,9 @@ _RULES = {
     ),
     "preference": (
         "Preference alignment",
-        "The best mean preference accuracy, judged like quality; 'no preference runs' when none recorded it.",
+        "The best mean length-controlled win rate by a judge (oneml eval -b winrate; against the opponent most "
+        "configurations were judged against, base first) when recorded, else the best mean preference accuracy; "
+        "judged like quality; 'no preference runs' when neither was recorded.",
         _preference,
     ),
     "start": (

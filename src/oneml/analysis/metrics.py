@@ -76,10 +76,17 @@ BENCH_LOWER_PREFIX = "bench-lower/"
 """Benchmark values where lower is better (a perplexity): `oneml eval` records them under this prefix."""
 
 
+JUDGED_RATES = {"lc_win_rate": "LC win rate", "win_rate": "win rate"}
+"""What a pairwise benchmark records per opponent: bench/<benchmark>/<opponent>/<rate> (oneml.eval.bench.winrate)."""
+
+
 def metric(key: str) -> Metric:
     """The metric named ``key``; unknown names (e.g. a new benchmark) are scores where higher is better."""
     if key in METRICS:
         return METRICS[key]
+    parts = key.split("/")
+    if len(parts) == 4 and parts[0] + "/" == BENCH_PREFIX and parts[3] in JUDGED_RATES:
+        return Metric(key, f"{parts[1]} {JUDGED_RATES[parts[3]]} vs {parts[2]}", True)
     if key.startswith(BENCH_LOWER_PREFIX):
         return Metric(key, key[len(BENCH_LOWER_PREFIX) :], False)
     label = key[len(BENCH_PREFIX) :] if key.startswith(BENCH_PREFIX) else key

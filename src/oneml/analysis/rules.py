@@ -8,6 +8,8 @@ import math
 
 from oneml.analysis import wording
 from oneml.analysis.decision import (
+    JUDGED,
+    PREFERENCE,
     Analysis,
     Recommendation,
     blocking,
@@ -15,6 +17,7 @@ from oneml.analysis.decision import (
     made,
     none,
     quality_status,
+    show,
 )
 from oneml.analysis.metrics import metric
 from oneml.analysis.verdicts import IDENTICAL, Comparison, level, rank
@@ -245,7 +248,7 @@ def _criteria(a: Analysis, pool: list[str]) -> dict[str, dict[str, float | None]
         "convergence": areas,
         "memory": {label: a.mean(label, "peak_memory_mib") for label in pool},
         "speed": {label: a.mean(label, "tokens_per_second") for label in pool},
-        "preference": {label: a.mean(label, "eval_preference_accuracy") for label in pool},
+        "preference": {label: a.mean(label, key) if (key := preference_metric(a)) else None for label in pool},
     }
 
 
@@ -272,3 +275,35 @@ def scores(a: Analysis, pool: list[str] | None = None) -> dict[str, dict[str, fl
     for parts in out.values():
         parts["score"] = sum(used[k] * parts[k] for k in used) / total if total else 0.0
     return out
+
+
+def preference_metric(a: Analysis) -> str | None:
+    """The metric the preference row judges: a judge's LC win rate if any run recorded one (the benchmark first in
+    JUDGED, then the opponent most configurations were judged against: base, then reference, then by name), else
+    eval_preference_accuracy when recorded, else None."""
+    recorded = {k for c in a.configs.values() for r in c.runs for k in r.metrics}
+    for bench in JUDGED:
+        keys = [k for k in recorded if k.startswith(f"bench/{bench}/") and k.endswith("/lc_win_rate")]
+        if keys:
+            return min(keys, key=lambda k: _judged_order(a, k))
+    return PREFERENCE if PREFERENCE in recorded else None
+
+
+def _judged_order(a: Analysis, key: str) -> tuple[int, int, str]:
+    opponent = key.split("/")[2]
+    judged = sum(any(key in r.metrics for r in c.runs) for c in a.configs.values())
+    return -judged, {"base": 0, "reference": 1}.get(opponent, 2), opponent
+
+
+def preference(a: Analysis) -> Recommendation:
+    key = preference_metric(a)
+    if key is None:
+        return none("preference", "no preference runs (no run recorded a judge's win rate or eval_preference_accuracy)")
+    values = {label: {s: v for s, v in c.values(key).items() if math.isfinite(v)} for label, c in a.configs.items()}
+    m = metric(key)
+    r = rank(key, m.higher_is_better, values, a.margin, a.options.alpha)
+    others = "; ".join(wording.comparison(c, m) for c in r.comparisons) or "only one configuration recorded it"
+    blockers = [c for c in r.comparisons if c.verdict == "inconclusive"]
+    unjudged = [label for label, v in values.items() if not v]
+    text = f"vs best: {others}" + (f"; not judged: {', '.join(unjudged)}" if unjudged else "")
+    return made(a, "preference", r.best, show(a, r.best, key), text, blockers)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ def evaluate_run(
     from oneml.train.runner import quiet_libraries, resolve_device
 
     run = open_run(spec, root)
+    if options.judge is not None:  # --against RUN is looked up where the judged run lives
+        options = replace(options, judge=replace(options.judge, root=run.root))
     benchmarks = resolve_benchmarks(names)
     check_judge_used(benchmarks, options)
     loaded = [(b, b.load(options, run.config)) for b in benchmarks]  # data problems surface before the model

@@ -21,8 +21,14 @@ from oneml.tracking import tags as tag
 
 def options_of(stage: EvalStage) -> Any:
     from oneml.eval.benchmarks import EvalOptions
+    from oneml.eval.judges import JudgeOptions
 
-    return EvalOptions(stage.limit, stage.shots, stage.max_new_tokens, stage.batch_size)
+    options = EvalOptions(stage.limit, stage.shots, stage.max_new_tokens, stage.batch_size)
+    if stage.judge is not None:
+        options.judge = JudgeOptions(
+            stage.judge, stage.against, stage.judge_model, stage.judge_key_env, stage.judge_budget
+        )
+    return options
 
 
 def check_stage(stage: EvalStage, trial: Trial) -> None:
@@ -32,6 +38,8 @@ def check_stage(stage: EvalStage, trial: Trial) -> None:
     if not trial.config.train.save_adapter:
         raise OnemlError("eval: the study's runs must keep their model to be evaluated; set train.save_adapter: true")
     options = options_of(stage)
+    if options.judge is not None:  # a run to compare with is looked up beside the study's runs
+        options.judge.root = root_of(trial)
     for bench in resolve_benchmarks(stage.benchmarks):
         bench.load(options, trial.config)
 
@@ -41,8 +49,12 @@ def _done(trial: Trial, stage: EvalStage) -> bool:
     folder = layout.eval_dir(root_of(trial), trial.run_id)
     for name in stage.benchmarks:
         path = folder / f"{name.strip().replace(':', '-')}.json"
-        if not path.is_file() or json.loads(path.read_text()).get("settings") != settings:
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+        if saved.get("settings") != settings:
             return False
+        sections = saved.get("sections")
+        if sections is not None and stage.against in ("base", "reference") and stage.against not in sections:
+            return False  # judged before, but against another opponent
     return True
 
 

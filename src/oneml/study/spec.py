@@ -179,6 +179,16 @@ class EvalStage(Section):
     """Generation budget per item."""
     batch_size: int = Field(default=8, gt=0)
     """Prompts generated or scored together."""
+    judge: str | None = None
+    """The judge of winrate / mt-bench: a model (preset, hub id, directory) or an endpoint http://host:port/v1."""
+    against: str = "base"
+    """What winrate / mt-bench compare each run with: base, reference, or a run id."""
+    judge_model: str | None = None
+    """The endpoint's model (default: the first it lists)."""
+    judge_key_env: str | None = None
+    """Environment variable holding the endpoint's API key."""
+    judge_budget: int | None = Field(default=None, gt=1)
+    """At most this many judge requests per run (retries count)."""
 
 
 class SequentialSeeds(Section):
