@@ -126,7 +126,9 @@ class MTBench(Benchmark):
             )  # fmt: skip
             for r, q, a, b in zip(rows, questions, ours, theirs, strict=True)
         ]
-        return run_judging(ctx, pairs, items["judge"], opponent, {"rows": "MT-Bench questions", "turns": turns})
+        return run_judging(
+            self.name, ctx, pairs, items["judge"], opponent, {"rows": "MT-Bench questions", "turns": turns}
+        )
 
 
 BENCHMARKS.register(

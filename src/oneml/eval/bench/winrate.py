@@ -16,8 +16,9 @@ Opponents:
 - ``reference``: the data's own answers (no generation).
 
 Recorded as ``bench/winrate/<opponent>/lc_win_rate`` and ``.../win_rate`` (fractions; opponent = base, reference or
-the other run's id), the intervals under ``winrate/<opponent>/...``, and everything (prompts, both answers, every
-raw judgment and parse failure) in ``<run>/eval/winrate.json``, one section per opponent.
+the other run's id), the intervals and the length coefficient under ``winrate/<opponent>/`` (lc_low, lc_high,
+win_low, win_high, length_coef), and everything (prompts, both answers, every raw judgment and parse failure) in
+``<run>/eval/winrate.json``, one section per opponent.
 """
 
 from __future__ import annotations
@@ -68,20 +69,24 @@ def training_prompts(config: Any) -> tuple[set[str], list[Any], list[Any]]:
     return {_key(first_exchange(i)[0]) for i in train}, eval_, test
 
 
-def held_out(config: Any, limit: int | None) -> dict[str, Any]:
-    """The run's held-out prompts with their references: test rows if it has them, else eval rows."""
+def held_out(config: Any, limit: int | None, need_reference: bool = False) -> dict[str, Any]:
+    """The run's held-out prompts with their references (only those with one when ``need_reference``), at most
+    ``limit`` (default 100): test rows if it has them, else eval rows."""
     seen, eval_, test = training_prompts(config)
     rows, which = (test, "test") if test else (eval_, "eval")
-    examples, dropped = [], 0
+    examples, dropped, unanswered = [], 0, 0
     for item in rows:
         prompt, reference = first_exchange(item)
         if not any(m["role"] == "user" for m in prompt):
             continue
         if _key(prompt) in seen:
             dropped += 1
-            continue
-        examples.append({"prompt": prompt, "reference": reference})
-    return {"examples": examples[: limit or DEFAULT_PROMPTS], "rows": which, "seen_in_training": dropped}
+        elif need_reference and not reference:
+            unanswered += 1
+        else:
+            examples.append({"prompt": prompt, "reference": reference})
+    out = {"examples": examples[: limit or DEFAULT_PROMPTS], "rows": which, "seen_in_training": dropped}
+    return out | ({"without_reference": unanswered} if need_reference else {})
 
 
 # --- who answers -------------------------------------------------------------------------------------------------
@@ -204,11 +209,7 @@ class WinRate(Benchmark):
 
     def load(self, options: EvalOptions, config: Any) -> dict[str, Any]:
         jopts = judge_options(options, self.name)
-        items = held_out(config, options.limit)
-        if jopts.against.strip() == "reference":
-            kept = [e for e in items["examples"] if e["reference"]]
-            items["without_reference"] = len(items["examples"]) - len(kept)
-            items["examples"] = kept
+        items = held_out(config, options.limit, need_reference=jopts.against.strip() == "reference")
         if not items["examples"]:
             raise OnemlError(
                 f"winrate: the run's {items['rows']} rows of {config.data.dataset} leave no prompt to judge"
@@ -231,7 +232,7 @@ class WinRate(Benchmark):
         extra = {"rows": items["rows"], "prompts_seen_in_training_dropped": items["seen_in_training"]}
         if "without_reference" in items:
             extra["prompts_without_reference_dropped"] = items["without_reference"]
-        return run_judging(ctx, pairs, judge, opponent, extra)
+        return run_judging(self.name, ctx, pairs, judge, opponent, extra)
 
 
 def opponent_answers(
@@ -252,7 +253,9 @@ def opponent_answers(
         free_memory()
 
 
-def run_judging(ctx: EvalContext, pairs: list[Pair], judge: Judge, opponent: Opponent, extra: dict) -> BenchResult:
+def run_judging(
+    name: str, ctx: EvalContext, pairs: list[Pair], judge: Judge, opponent: Opponent, extra: dict
+) -> BenchResult:
     """Judge the pairs (the judge on the run's device), then the win rates and everything to keep."""
     from oneml.analysis.winrate import summarise
 
@@ -284,7 +287,7 @@ def run_judging(ctx: EvalContext, pairs: list[Pair], judge: Judge, opponent: Opp
         details["statistics"] = stats.as_dict()
         metrics = {f"{opponent.key}/lc_win_rate": stats.lc_win_rate, f"{opponent.key}/win_rate": stats.win_rate}
         costs = {
-            f"winrate/{opponent.key}/{k}": getattr(stats, k)
+            f"{name}/{opponent.key}/{k}": getattr(stats, k)
             for k in ("lc_low", "lc_high", "win_low", "win_high", "length_coef")
         }
         if stats.n < FEW_PROMPTS:
