@@ -33,7 +33,7 @@ What one judged model allows, and what was chosen:
   inside (0, 1). The same machinery with theta alone gives the plain win rate's interval (its fit is the mean).
   When every prompt went the same way (no spread to estimate a variance from) the interval is Clopper-Pearson's
   for n of n (or 0 of n). Coverage at a known true rate, and the correction removing a pure length bias, are
-  checked by simulation in tests/analysis/test_winrate.py.
+  checked by simulation in tests/analysis/test_winrate_calibration.py.
 
 Everything is vectorised over leading batch dimensions, so the calibration tests fit thousands of data sets at once.
 """

@@ -36,7 +36,7 @@ DEFAULT_PROMPTS = 100
 DEFAULT_MAX_NEW_TOKENS = 256
 FEW_PROMPTS = 50
 """Below this many judged prompts the intervals cover less than they claim when the length term matters (88-93% at
-20 prompts in tests/analysis/test_winrate.py's simulations); the result says so."""
+20 prompts in tests/analysis/test_winrate_calibration.py's simulations); the result says so."""
 
 
 # --- the prompts -------------------------------------------------------------------------------------------------
