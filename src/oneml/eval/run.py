@@ -50,7 +50,7 @@ def evaluate_run(
     from oneml.eval.trained import open_run
     from oneml.train.runner import quiet_libraries, resolve_device
 
-    run = open_run(spec, root)
+    run = open_run(spec, root, tracking_uri, console)
     benchmarks = resolve_benchmarks(names)
     loaded = [(b, b.load(options, run.config)) for b in benchmarks]  # data problems surface before the model
     quiet_libraries()
