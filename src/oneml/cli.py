@@ -426,6 +426,9 @@ def ui_cmd(
     from oneml.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri, root)
+    if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI; `mlflow ui` needs a database
+        out.print(f"the MLflow server serves its UI itself: open {uri}", markup=False, highlight=False)
+        return
     err.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", uri]
     raise typer.Exit(subprocess.call(cmd))

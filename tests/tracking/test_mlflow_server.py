@@ -71,6 +71,10 @@ def test_a_study_records_to_the_server_and_reports_from_it(server, tmp_path, cap
     code, out, err = run_cli(capsys, "runs", "--root", str(root))
     assert code == 0, err
     assert f"{len(trials) + 1} run(s) in {uri}" in out
+    code, out, err = run_cli(capsys, "recommend", "tiny", "--root", str(root))
+    assert code == 0 and "tiny" in out, err
+    code, out, err = run_cli(capsys, "ui")  # the server's own UI, not a local `mlflow ui` on its URI
+    assert code == 0 and f"open {uri}" in out, err
 
 
 def test_a_run_trained_elsewhere_is_evaluated_from_the_server(server, tmp_path, capsys):
