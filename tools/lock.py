@@ -92,6 +92,7 @@ def main() -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".in", delete=False) as handle:
         handle.write("\n".join(NO_DEPS) + "\n")
     alone = compile_lock([handle.name, "--no-deps"], seed, opts.torch, upgrade)
+    alone = alone.replace(f"-r {handle.name}", "tools/lock.py's NO_DEPS")  # not a temporary path
     Path(handle.name).unlink()
     both = entries(main_text) + entries(alone)
     if not any(name == "torch" for name, _ in both):
