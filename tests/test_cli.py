@@ -118,7 +118,7 @@ def test_preference_run_summary(capsys, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["study", "export-argo", "x.yaml", "-o", "w.yaml"], "Missing option '--image'"),
+        (["export", "some-run"], "Missing option '--out'"),
         (["eval", "some-run", "--limit", "abc"], "Invalid value for '--limit'"),
         (["no-such-command"], "No such command 'no-such-command'"),
     ],

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from oneml.cli_options import ROOT, TRACKING_URI
 from oneml.cli_study import METRICS_HOST, METRICS_PORT, metrics_endpoint, print_table, study_app
 from oneml.errors import Interrupted, OnemlError
 
@@ -25,15 +26,12 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-ROOT_HELP = "Run directory holding the default SQLite MLflow store."
-URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --root)."
-
 
 @app.command("train")
 def train_cmd(
     config: Path | None = typer.Argument(None, help="Run config YAML (default: LoRA on the embedded model)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a config key: --set method.r=8 (repeatable)."),
-    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
+    tracking_uri: str | None = TRACKING_URI,
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     launcher: str | None = typer.Option(None, "--launcher", help="accelerate or torchrun: one run, many processes."),
@@ -197,8 +195,8 @@ def benchmarks_cmd():
 
 @app.command("runs")
 def runs_cmd(
-    root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
-    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
+    root: Path = ROOT,
+    tracking_uri: str | None = TRACKING_URI,
     experiment: str | None = typer.Option(None, "--experiment", help="Only this MLflow experiment."),
     limit: int = typer.Option(50, "--limit", min=1, help="Show at most this many runs."),
 ):
@@ -280,8 +278,8 @@ def report_cmd(
     studies: list[str] = typer.Argument(None, help="Study name(s); two or more are put side by side."),
     compare: list[str] = typer.Option([], "--compare", help="Another study to put side by side (repeatable)."),
     experiment: list[str] = typer.Option([], "--experiment", help="Runs of this MLflow experiment (repeatable)."),
-    root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
-    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
+    root: Path = ROOT,
+    tracking_uri: str | None = TRACKING_URI,
     out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default: <root>/reports/<study>)."),
     metric: str | None = typer.Option(None, "--metric", help=METRIC_HELP),
     alpha: float | None = typer.Option(None, "--alpha", min=0.0001, max=0.5, help=ALPHA_HELP),
@@ -307,8 +305,8 @@ def recommend_cmd(
     study: str | None = typer.Argument(None, help="Study name."),
     priority: str = typer.Option("start", "--priority", "-p", help=f"One of: {_priorities()}."),
     experiment: str | None = typer.Option(None, "--experiment", help="Runs of this MLflow experiment instead."),
-    root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
-    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
+    root: Path = ROOT,
+    tracking_uri: str | None = TRACKING_URI,
     metric: str | None = typer.Option(None, "--metric", help=METRIC_HELP),
     alpha: float | None = typer.Option(None, "--alpha", min=0.0001, max=0.5, help=ALPHA_HELP),
     margin: str | None = typer.Option(None, "--margin", help=MARGIN_HELP),
@@ -342,7 +340,9 @@ def _no_winner(r) -> str:
 
 @app.command("eval")
 def eval_cmd(
-    run: str = typer.Argument(..., help="Run id (or a unique prefix) under --root, or a run folder."),
+    run: str = typer.Argument(
+        ..., help="Run id (or a unique prefix) under --root or in the tracking store, or a run folder."
+    ),
     benchmarks: str = typer.Option(
         "perplexity,eos,inference",
         "--benchmarks",
@@ -368,11 +368,13 @@ def eval_cmd(
     ),
     judge_budget: int | None = typer.Option(None, "--judge-budget", help="At most N judge requests (retries count)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-    root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
-    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
+    root: Path = ROOT,
+    tracking_uri: str | None = TRACKING_URI,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ):
-    """Score a trained run on benchmarks; scores go to the run's MLflow record and <run>/eval/."""
+    """Score a trained run on benchmarks; scores go to the run's MLflow record and <run>/eval/.
+
+    A run id found only in the tracking store (a run trained elsewhere) is downloaded under --root first."""
     from oneml.eval.benchmarks import EvalOptions
     from oneml.eval.judges import JudgeOptions
     from oneml.eval.run import evaluate_run
@@ -423,26 +425,33 @@ def judged_summary(d: dict) -> str:
 
 @app.command("export")
 def export_cmd(
-    run: str = typer.Argument(..., help="Run id (or a unique prefix) under --root, or a run folder."),
+    run: str = typer.Argument(
+        ..., help="Run id (or a unique prefix) under --root or in the tracking store, or a run folder."
+    ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder to write (must be empty or new)."),
     mode: str = typer.Option("merged", "--mode", help="merged (a plain transformers model) or adapter (peft)."),
     dtype: str | None = typer.Option(None, "--dtype", help="Save merged weights as float32, bfloat16 or float16."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
-    root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
+    root: Path = ROOT,
+    tracking_uri: str | None = TRACKING_URI,
 ):
-    """Export a trained run: merged safetensors model or the adapter alone, with a model card."""
+    """Export a trained run: merged safetensors model or the adapter alone, with a model card.
+
+    A run id found only in the tracking store (a run trained elsewhere) is downloaded under --root first."""
     from oneml.export import export_run
     from oneml.train.runner import quiet_libraries
 
     quiet_libraries()
-    done = export_run(run, out_dir, mode=mode, root=root, dtype=dtype, force=force, console=err)
+    done = export_run(
+        run, out_dir, mode=mode, root=root, dtype=dtype, force=force, console=err, tracking_uri=tracking_uri
+    )
     out.print(f"exported {done.mode} model to {done.folder}: {', '.join(done.files)}")
 
 
 @app.command("ui")
 def ui_cmd(
-    root: Path = typer.Option(Path("oneml-runs"), "--root", help=ROOT_HELP),
-    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
+    root: Path = ROOT,
+    tracking_uri: str | None = TRACKING_URI,
     port: int = typer.Option(5000, "--port", min=1, max=65535, help="Port on 127.0.0.1."),
 ):
     """Open the MLflow UI on the runs (bound to 127.0.0.1 only)."""
@@ -451,6 +460,9 @@ def ui_cmd(
     from oneml.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri, root)
+    if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI; `mlflow ui` needs a database
+        out.print(f"the MLflow server serves its UI itself: open {uri}", markup=False, highlight=False)
+        return
     err.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", uri]
     raise typer.Exit(subprocess.call(cmd))

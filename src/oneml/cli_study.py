@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from oneml.cli_options import TRACKING_URI
 from oneml.errors import OnemlError
 
 out = Console()
@@ -18,11 +20,18 @@ err = Console(stderr=True)
 study_app = typer.Typer(help="Studies: many runs from one spec, resumable, parallel.", no_args_is_help=True)
 
 
-def _study_run(spec_path: Path, executor: str | None, quiet: bool, **given) -> None:
+def _load(spec_path: Path, tracking_uri: str | None):
+    """The study YAML, every trial recorded to --tracking-uri when given (it wins over the YAML's tracking.uri)."""
     from oneml.study import load_study
+    from oneml.study.spec import with_tracking_uri
+
+    return with_tracking_uri(load_study(spec_path), tracking_uri)
+
+
+def _study_run(spec_path: Path, tracking_uri: str | None, executor: str | None, quiet: bool, **given) -> None:
     from oneml.study.run import run_study
 
-    spec = load_study(spec_path)
+    spec = _load(spec_path, tracking_uri)
     options = _options(spec, given)
     from oneml.train.guard import interruptible
 
@@ -82,6 +91,7 @@ def metrics_endpoint(port: int | None, host: str):
 @study_app.command("run")
 def study_run_cmd(
     spec: Path = typer.Argument(..., help="Study YAML."),
+    tracking_uri: str | None = TRACKING_URI,
     executor: str | None = EXECUTOR,
     workers: int | None = WORKERS,
     gpu_fraction: float | None = GPU_FRACTION,
@@ -97,13 +107,14 @@ def study_run_cmd(
     A study with sequential seeds runs in rounds until its guide is decided."""
     given = dict(workers=workers, gpu_fraction=gpu_fraction, ray_address=ray_address, cpus=cpus, resources=resource)
     with metrics_endpoint(metrics_port, metrics_host):
-        _study_run(spec, executor, quiet, **given)
+        _study_run(spec, tracking_uri, executor, quiet, **given)
 
 
 @study_app.command("extend")
 def study_extend_cmd(
     spec: Path = typer.Argument(..., help="Study YAML."),
     seeds: int = typer.Option(..., "--seeds", min=1, help="Seeds to add to every configuration (the next unused)."),
+    tracking_uri: str | None = TRACKING_URI,
     executor: str | None = EXECUTOR,
     workers: int | None = WORKERS,
     gpu_fraction: float | None = GPU_FRACTION,
@@ -116,11 +127,10 @@ def study_extend_cmd(
 
     The same command again finishes an interrupted extension. Seeds added to a seed list after a look at the
     results are not corrected for (the report says so); on a sequential study they are one more look."""
-    from oneml.study import load_study
     from oneml.study.sequential import extend_study
     from oneml.train.guard import interruptible
 
-    study = load_study(spec)
+    study = _load(spec, tracking_uri)
     given = dict(workers=workers, gpu_fraction=gpu_fraction, ray_address=ray_address, cpus=cpus, resources=resource)
     options = _options(study, given)
     with interruptible():
@@ -133,6 +143,7 @@ def study_extend_cmd(
 def study_replicate_cmd(
     spec: Path = typer.Argument(..., help="Study YAML."),
     seeds: str = typer.Option(..., "--seeds", help="Fresh seeds for the replication, comma-separated: 100,101,102."),
+    tracking_uri: str | None = TRACKING_URI,
     executor: str | None = EXECUTOR,
     workers: int | None = WORKERS,
     gpu_fraction: float | None = GPU_FRACTION,
@@ -144,12 +155,11 @@ def study_replicate_cmd(
     """Rerun the final configurations with fresh seeds; say whether each recommendation held.
 
     The replication is its own study, <name>-replicate; its table is written next to its report."""
-    from oneml.study import load_study
     from oneml.study.replicate import parse_seeds, replicate_study
     from oneml.train.guard import interruptible
 
     chosen = parse_seeds(seeds)
-    study = load_study(spec)
+    study = _load(spec, tracking_uri)
     given = dict(workers=workers, gpu_fraction=gpu_fraction, ray_address=ray_address, cpus=cpus, resources=resource)
     options = _options(study, given)
     with interruptible():
@@ -227,7 +237,9 @@ def _status_table(spec) -> None:
 
 @study_app.command("status")
 def study_status_cmd(spec: Path = typer.Argument(..., help="Study YAML.")):
-    """Each trial's state: finished, running, paused, failed (with the reason), pruned or pending."""
+    """Each trial's state: finished, running, paused, failed (with the reason), pruned or pending.
+
+    Read from the run root (tracking.root) alone: the study's journal and published runs, never the MLflow store."""
     from oneml.study import load_study
 
     _status_table(load_study(spec))
@@ -237,8 +249,10 @@ def study_status_cmd(spec: Path = typer.Argument(..., help="Study YAML.")):
 def study_export_argo_cmd(
     spec: Path = typer.Argument(..., help="Study YAML."),
     output: Path = typer.Option(Path("workflow.yaml"), "--output", "-o", help="Manifest file to write."),
-    image: str = typer.Option(..., "--image", help="Container image with oneml installed."),
-    tracking_uri: str = typer.Option(..., "--tracking-uri", help="MLflow server the pods reach (http://...)."),
+    image: str | None = typer.Option(
+        None, "--image", help="Container image with oneml installed (default: oneml:<version>, what `make image` tags)."
+    ),
+    tracking_uri: str | None = TRACKING_URI,
     artifact_location: str | None = typer.Option(None, "--artifact-location", help="e.g. s3://bucket/oneml."),
     s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="MLFLOW_S3_ENDPOINT_URL (MinIO, ...)."),
     s3_secret: str | None = typer.Option(
@@ -254,13 +268,18 @@ def study_export_argo_cmd(
         8000, "--metrics-port", min=0, max=65535, help="Port each pod serves Prometheus metrics on (0: none)."
     ),
 ):
-    """Write an Argo Workflows manifest of the study: one pod per run, each running `oneml train`."""
+    """Write an Argo Workflows manifest of the study: one pod per run, each running `oneml train`.
+
+    The pods record to an MLflow server they can reach: --tracking-uri, else the study's tracking.uri, else
+    $MLFLOW_TRACKING_URI."""
     from oneml.study import load_study
-    from oneml.study.argo import ArgoOptions, to_yaml, workflow
+    from oneml.study.argo import IMAGE, ArgoOptions, to_yaml, workflow
+    from oneml.study.spec import study_tracking_uri
 
     study = load_study(spec)
+    uri = tracking_uri or study_tracking_uri(study) or os.environ.get("MLFLOW_TRACKING_URI", "")
     options = ArgoOptions(
-        image, tracking_uri, artifact_location, s3_endpoint, s3_secret, cpu, memory, gpus, parallelism, namespace,
+        image or IMAGE, uri, artifact_location, s3_endpoint, s3_secret, cpu, memory, gpus, parallelism, namespace,
         service_account, metrics_port or None,
     )  # fmt: skip
     manifest = workflow(study, options)

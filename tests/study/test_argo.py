@@ -136,3 +136,37 @@ def test_refusals_write_nothing(tmp_path, capsys, extra, changes, message):
     code, out, _, err = _export(capsys, tmp_path, *extra, study=study)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_the_default_image_and_where_the_pods_record(tmp_path, capsys, monkeypatch):
+    """Without --image the pods run oneml:<version>, the tag `make image` gives the Dockerfile's image. Without
+    --tracking-uri the pods record to the study's tracking.uri, else $MLFLOW_TRACKING_URI; without either the
+    export is refused."""
+    import oneml
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "workflow.yaml"
+    study = _study(tmp_path)
+
+    def export(path: Path) -> tuple[int, dict | None, str]:
+        code, _, err = run_cli(capsys, "study", "export-argo", str(path), "-o", str(out))
+        manifest = yaml.safe_load(out.read_text()) if code == 0 else None
+        out.unlink(missing_ok=True)
+        return code, manifest, err
+
+    code, manifest, err = export(study)
+    assert code == 2 and err.startswith("error: --tracking-uri: pods need an MLflow server") and not out.exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-the-env:5000")
+    code, manifest, err = export(study)
+    assert code == 0, err
+    pod = manifest["spec"]["templates"][1]["container"]
+    assert pod["image"] == f"oneml:{oneml.__version__}"
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://from-the-env:5000"} in pod["env"]
+    base = yaml.safe_load(study.read_text())["base"] | {"tracking": {"uri": "http://from-the-yaml:5000"}}
+    code, manifest, err = export(_study(tmp_path, base=base))
+    assert code == 0, err
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://from-the-yaml:5000"} in pod_env(manifest)
+
+
+def pod_env(manifest: dict) -> list[dict]:
+    return manifest["spec"]["templates"][1]["container"]["env"]

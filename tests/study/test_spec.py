@@ -130,3 +130,27 @@ def test_worker_env_shares_cores_and_gpu(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     env = _worker_env(ExecutorOptions(workers=2, gpu_fraction=0.5), slot=1)
     assert env[GPU_FRACTION_ENV] == "0.5" and int(env["OMP_NUM_THREADS"]) >= 1
+
+
+def test_where_a_study_records(tmp_path, monkeypatch):
+    """--tracking-uri > the YAML's tracking.uri (base, or a track's base) > $MLFLOW_TRACKING_URI > sqlite under
+    the root; where a result is recorded never changes a run id."""
+    from oneml.study.spec import with_tracking_uri
+    from oneml.tracking import resolve_tracking_uri
+
+    tracks = {
+        "a": {"grid": {"method.r": [4]}},
+        "b": {"grid": {"method.r": [8]}, "base": {"tracking": {"uri": "sqlite:///b.db"}}},
+    }
+    spec = load_study(write_study(tmp_path, tracks=tracks))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
+    plain = {t.track: t for t in expand(spec)}
+    root = tmp_path / "root"
+    assert resolve_tracking_uri(plain["a"].config.tracking.uri, root) == "http://env:5000"
+    assert resolve_tracking_uri(plain["b"].config.tracking.uri, root) == "sqlite:///b.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert resolve_tracking_uri(plain["a"].config.tracking.uri, root) == f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    pointed = {t.track: t for t in expand(with_tracking_uri(spec, "http://option:5000"))}
+    assert {t.config.tracking.uri for t in pointed.values()} == {"http://option:5000"}
+    assert {k: t.run_id for k, t in pointed.items()} == {k: t.run_id for k, t in plain.items()}
+    assert with_tracking_uri(spec, None) is spec

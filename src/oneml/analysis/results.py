@@ -421,7 +421,11 @@ def _disambiguate(configs: list[Configuration]) -> None:
 
 
 def check_store(uri: str) -> None:
-    """A SQLite store must already exist: opening a missing one would create an empty database."""
+    """A SQLite store must already exist: opening a missing one would create an empty database; a server must
+    answer."""
+    from oneml.tracking.store import check_server
+
+    check_server(uri)
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///") :])
         if not path.is_file():

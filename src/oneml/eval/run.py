@@ -50,7 +50,7 @@ def evaluate_run(
     from oneml.eval.trained import open_run
     from oneml.train.runner import quiet_libraries, resolve_device
 
-    run = open_run(spec, root)
+    run = open_run(spec, root, tracking_uri, console)
     if options.judge is not None:  # --against RUN is looked up where the judged run lives
         options = replace(options, judge=replace(options.judge, root=run.root))
     benchmarks = resolve_benchmarks(names)

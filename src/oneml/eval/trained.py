@@ -65,19 +65,46 @@ class TrainedRun:
         return runs[0].info.run_id if runs else None
 
 
-def open_run(spec: str, root: str | Path = "oneml-runs") -> TrainedRun:
-    """The run named by ``spec``: a run id (or unique prefix) under ``root``, or a run folder."""
+def open_run(
+    spec: str, root: str | Path = "oneml-runs", tracking_uri: str | None = None, console: Any = None
+) -> TrainedRun:
+    """The run named by ``spec``: a run id (or unique prefix) under ``root``, or a run folder. A run id found
+    only in the tracking store (option > $MLFLOW_TRACKING_URI > the store under ``root``) is downloaded first,
+    with the earlier run it started from."""
     from oneml.config import RunConfig
 
     root = Path(root).resolve()
-    folder = layout.find_run(spec, root)
+    folder = _find_or_fetch(spec, root, tracking_uri, console, "RUN")
     config_file = folder / "config.yaml"
     if not config_file.is_file():
         raise OnemlError(f"RUN: {folder} has no config.yaml; is it a finished oneml run folder?")
     config = RunConfig.model_validate(yaml.safe_load(config_file.read_text()))
     if folder.parent.name == layout.RUNS and folder.parent.parent != root:
         root = folder.parent.parent  # a folder given directly carries its own root
+    source = config.model.adapter
+    if source and not Path(source).expanduser().exists():  # a run id: the run this one started from
+        _find_or_fetch(source, root, tracking_uri, console, "model.adapter")
     return TrainedRun(run_id=config.run_id, folder=folder, config=config, root=root)
+
+
+def _find_or_fetch(spec: str, root: Path, tracking_uri: str | None, console: Any, field: str) -> Path:
+    from contextlib import nullcontext
+
+    from oneml.tracking import resolve_tracking_uri
+    from oneml.tracking.fetch import fetch_run
+
+    try:
+        return layout.find_run(spec, root, field)
+    except OnemlError as err:
+        if "matches" in str(err):  # an ambiguous prefix is an error, not a reason to look elsewhere
+            raise
+        missing = err
+    uri = resolve_tracking_uri(tracking_uri, root)
+    with console.status(f"fetching run {spec} from {uri}") if console else nullcontext():
+        fetched = fetch_run(spec, root, uri, field)
+    if fetched is None:
+        raise OnemlError(f"{missing}; nor a finished run in {uri}")
+    return fetched
 
 
 def load_trained(run: TrainedRun, device: str = "cpu") -> tuple[Any, Any]:

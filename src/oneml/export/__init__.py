@@ -45,12 +45,13 @@ def export_run(
     dtype: str | None = None,
     force: bool = False,
     console: Any = None,
+    tracking_uri: str | None = None,
 ) -> Exported:
     from oneml.eval.trained import open_run
 
     if mode not in MODES:
         raise OnemlError(f"--mode: must be one of {', '.join(MODES)}, got {mode!r}")
-    run = open_run(spec, root)
+    run = open_run(spec, root, tracking_uri, console)
     method = run.config.method
     out = Path(out).expanduser().resolve()
     _check_destination(out, force)

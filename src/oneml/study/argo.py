@@ -14,9 +14,13 @@ from typing import Any
 
 import yaml
 
+from oneml import __version__
 from oneml.errors import OnemlError
 from oneml.monitoring import PATH
 
+IMAGE = f"oneml:{__version__}"
+"""The image `make image` builds from the Dockerfile (the exact versions of requirements.lock): oneml:<version>;
+push it under a registry prefix and pass that name with --image."""
 CONFIG_PATH = "/oneml/run.yaml"
 RUN_ROOT = "/tmp/oneml-runs"  # pod-local: the run directory is a cache, MLflow and the artifact store keep results
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -48,6 +52,11 @@ class ArgoOptions:
 
 def _check(spec, options: ArgoOptions) -> None:
     uri = options.tracking_uri
+    if not uri:
+        raise OnemlError(
+            "--tracking-uri: pods need an MLflow server they can reach (http://...); give --tracking-uri, "
+            "tracking.uri in the study's base, or $MLFLOW_TRACKING_URI"
+        )
     if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
         raise OnemlError(
             f"--tracking-uri: pods need an MLflow server they can reach (http://...), got {uri!r}; "

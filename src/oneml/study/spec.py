@@ -333,3 +333,28 @@ def load_study(path: str | Path) -> StudySpec:
         return validate(StudySpec, data)
     except OnemlError as err:
         raise OnemlError(f"{path}: {err}") from None
+
+
+def with_tracking_uri(spec: StudySpec, uri: str | None) -> StudySpec:
+    """The study with every trial recorded to ``uri``: the command line's --tracking-uri wins over the
+    tracking.uri of the YAML's base and of any track's base (where a result is recorded is no part of a run id)."""
+    if not uri:
+        return spec
+
+    def pointed(base: dict[str, Any]) -> dict[str, Any]:
+        tracking = base.get("tracking") or {}
+        if not isinstance(tracking, dict):
+            return base  # refused, with its field named, when the trials are expanded
+        return base | {"tracking": tracking | {"uri": uri}}
+
+    tracks = {
+        name: track.model_copy(update={"base": pointed(track.base)}) if "tracking" in track.base else track
+        for name, track in spec.tracks.items()
+    }
+    return spec.model_copy(update={"base": pointed(spec.base), "tracks": tracks})
+
+
+def study_tracking_uri(spec: StudySpec) -> str | None:
+    """The tracking.uri the study's base names, if any (tracks may name their own)."""
+    tracking = spec.base.get("tracking") or {}
+    return tracking.get("uri") if isinstance(tracking, dict) else None

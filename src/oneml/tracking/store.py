@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,11 @@ def quiet_mlflow() -> None:
 
 
 def resolve_tracking_uri(uri: str | None, root: str | Path) -> str:
-    """Explicit URI, else $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db."""
+    """Explicit URI, else $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db.
+
+    Callers pass the most specific URI they have: the --tracking-uri option, else a config's tracking.uri. So
+    every command resolves in one order: option > config tracking.uri > $MLFLOW_TRACKING_URI > the default.
+    """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
@@ -36,6 +41,27 @@ def resolve_tracking_uri(uri: str | None, root: str | Path) -> str:
 
 def _is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+SERVER_TIMEOUT_S = 10.0
+
+
+def check_server(uri: str, field: str = "--tracking-uri") -> None:
+    """An http(s) tracking URI must answer before anything is recorded to it or read from it: MLflow's client
+    retries a refused connection with backoff for minutes, which reads as a hang. Any HTTP answer will do (a
+    server behind a login answers 401, and MLflow then says what is wrong); only no answer at all is refused."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        why = getattr(err, "reason", None) or err
+        raise OnemlError(f"{field}: no MLflow server answers at {uri} ({why})") from None
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -59,17 +85,17 @@ class RunRecorder:
         from mlflow.tracking import MlflowClient
 
         quiet_mlflow()
+        check_server(uri, "tracking.uri")
         self.uri = uri
         root = Path(root).resolve()
+        # Without an explicit artifact_location a local store writes artifacts to ./mlruns of the cwd.
+        location = artifact_location or ((root / "artifacts").as_uri() if _is_local_store(uri) else None)
         try:
-            self.client = MlflowClient(tracking_uri=uri)
-            exp = self.client.get_experiment_by_name(experiment)
-            if exp is None:
-                # Without an explicit artifact_location a local store writes artifacts to ./mlruns of the cwd.
-                location = (root / "artifacts").as_uri() if _is_local_store(uri) else None
-                exp_id = self.client.create_experiment(experiment, artifact_location=artifact_location or location)
-            else:
-                exp_id = exp.experiment_id
+            with _creation_lock(uri):
+                self.client = MlflowClient(tracking_uri=uri)
+                exp = self.client.get_experiment_by_name(experiment)  # creates a new store's tables
+                exp_id = exp.experiment_id if exp else _create_experiment(self.client, experiment, location)
+            if exp is not None:
                 _same_location(exp, artifact_location)
         except mlflow.exceptions.MlflowException as err:
             raise OnemlError(f"tracking.uri: cannot open the MLflow store at {uri}: {_first_line(err)}") from None
@@ -136,6 +162,46 @@ class RunRecorder:
         self.client.set_terminated(self.run_id, status)
 
 
+@contextmanager
+def _creation_lock(uri: str):
+    """Held while a process opens a SQLite store and creates its experiment. Processes started together on a new
+    root (a shell loop with '&', an array job) would otherwise each create the tables and run MLflow's
+    migrations on the same file, and all but one fail ('duplicate column name', 'table ... already exists').
+    SQLite's own busy timeout (MLflow sets 20 s) covers the writes that come after; a server serialises its own."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks, and no way to make creation safe here
+        yield
+        return
+    path = Path(uri[len("sqlite:///") :])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{path.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _create_experiment(client, name: str, location: str | None) -> str:
+    """A new experiment; if another process (of another machine, on a server) created it meanwhile, that one."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        _same_location(exp, location)
+        return exp.experiment_id
+
+
 def _same_location(exp, wanted: str | None) -> None:
     """MLflow fixes an experiment's artifact location at creation; a different one asked later cannot apply."""
     if wanted and exp.artifact_location.rstrip("/") != wanted.rstrip("/"):
@@ -160,6 +226,7 @@ def list_runs(uri: str, experiment: str | None = None, limit: int = 50) -> list[
     from mlflow.tracking import MlflowClient
 
     quiet_mlflow()
+    check_server(uri)
     client = MlflowClient(tracking_uri=uri)
     experiments = client.search_experiments()
     if experiment is not None:

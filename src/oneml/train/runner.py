@@ -120,6 +120,7 @@ def train(
 
     quiet_libraries()
     from oneml.tracking import RunRecorder, resolve_tracking_uri
+    from oneml.tracking.store import check_server
 
     console = console or Console(stderr=True)
     world = worlds.joined(config)
@@ -127,6 +128,8 @@ def train(
     device = resolve_device(config.train.device)
     strategies.check(config, device)
     strategies.prepare(config, device)
+    if world.is_main:  # a tracking server that does not answer fails now, not after the model has loaded
+        check_server(resolve_tracking_uri(config.tracking.uri, config.tracking.root), "tracking.uri")
     root = _prepare_root(config.tracking.root)
     setup = _setup(config, device, console)  # user errors surface here, before the store is touched
     uri = resolve_tracking_uri(config.tracking.uri, root)
