@@ -74,6 +74,19 @@ def test_bad_input_exits_2_with_one_line(capsys, tmp_path, monkeypatch, argv, me
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.parametrize("dataset", ["alpaca-dem", "/no/such/file.jsonl"])
+def test_a_bad_dataset_is_refused_before_the_model_loads(capsys, tmp_path, monkeypatch, dataset):
+    """A misspelt dataset must not cost a model load (for the embedded model, its one-off conversion, whose
+    progress lines would come before the error)."""
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data sources were checked")
+
+    monkeypatch.setattr("oneml.models.load_model_and_tokenizer", loaded)
+    code, _, err = run_cli(capsys, "train", "--set", f"data.dataset={dataset}", "--set", f"tracking.root={tmp_path}")
+    assert code == 2 and err.startswith("error: data.dataset:") and len(err.strip().splitlines()) == 1
+
+
 def test_target_modules_matching_nothing_lists_linear_layers(capsys, tmp_path):
     code, _, err = run_cli(
         capsys,

@@ -309,18 +309,21 @@ FILE_READERS: dict[str, Callable[[Path], list[Row]]] = {
 """File suffix -> reader; the one list of file types we accept."""
 
 
-def read_file(path: Path) -> list[Row]:
-    """Rows of a local file, every row an object; a file that cannot be read as one is a one-line error."""
+def _check_file(path: Path) -> None:
     if path.is_dir():
         raise OnemlError(f"data.dataset: {path} is a directory, not a data file; name a {_file_types()} file")
     if not path.is_file():
         raise OnemlError(f"data.dataset: file not found: {path}")
-    reader = FILE_READERS.get(path.suffix.lower())
-    if reader is None:
+    if path.suffix.lower() not in FILE_READERS:
         raise OnemlError(f"data.dataset: {path}: unsupported file type {path.suffix!r}; use {_file_types()}")
     if path.stat().st_size == 0:
         raise OnemlError(f"data.dataset: {path} is empty (0 bytes)")
-    rows = reader(path)
+
+
+def read_file(path: Path) -> list[Row]:
+    """Rows of a local file, every row an object; a file that cannot be read as one is a one-line error."""
+    _check_file(path)
+    rows = FILE_READERS[path.suffix.lower()](path)
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise OnemlError(f"data.dataset: {path}: row {i} is a {type(row).__name__}, expected an object")
@@ -346,6 +349,16 @@ def resolve_source(name: str) -> DatasetSource | Path:
         return Path(name).expanduser()
     err = unknown("dataset", name, DATASETS.names())
     raise OnemlError(f"data.dataset: {err}; or a path to a {_file_types()} file") from None
+
+
+def check_sources(cfg: DataConfig) -> None:
+    """Every dataset a run names is a catalogue entry or a readable-looking file: checked before the model loads,
+    so a misspelt name costs no model load (nor the embedded model's one-off conversion)."""
+    names = [cfg.dataset] if cfg.datasets is None else [entry.dataset for entry in cfg.datasets]
+    for name in names:
+        source = resolve_source(name)
+        if isinstance(source, Path):
+            _check_file(source)
 
 
 def load_source_rows(name: str, split: str | None = None) -> list[Row]:

@@ -206,6 +206,7 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
     """Load, prepare and check everything; any user error surfaces here, before a run is recorded."""
     from transformers import set_seed
 
+    from oneml.data.sources import check_sources
     from oneml.methods import MethodContext
     from oneml.models import describe_model, load_model_and_tokenizer
     from oneml.train.start import start_from
@@ -225,6 +226,7 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
     )
     config.method.check(ctx)
     config.objective.check(config.method)
+    check_sources(config.data)
     set_seed(config.train.seed)
     with console.status(f"loading {config.model.name}"):
         model, tokenizer = load_model_and_tokenizer(config.model, device=device, seed=config.train.seed)
