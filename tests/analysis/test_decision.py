@@ -342,3 +342,29 @@ def test_the_guide_compares_on_test_rows_when_runs_have_them():
     halved = StudyResults("h", "study", "sqlite:///x.db", pair, [], parent_tags={"oneml.halving.metric": "eval_loss"})
     warnings = build_report(halved, DecisionOptions(), figures=False).warnings
     assert any("selection and comparison on the same rows" in w for w in warnings)
+
+
+def test_speed_is_not_ranked_across_concurrent_and_solo_runs():
+    """Trials run two at a time share the GPU and the cores: their tokens/s is not a solo run's. Mixed, the speed
+    criterion drops out of the scores and the report says why; all solo (or all concurrent), it counts."""
+    from oneml.analysis.report import build_report
+    from oneml.analysis.results import StudyResults
+    from oneml.tracking import tags
+
+    def pair():
+        fast = make_config("a", "lora", BASE, tokens_per_second=per_seed(9000))
+        slow = make_config("b", "dora", BASE, tokens_per_second=per_seed(3000))
+        return fast, slow
+
+    a_, b_ = pair()
+    assert scores(analyse([a_, b_], DecisionOptions()))["b"]["speed"] == pytest.approx(1 / 3)
+    for run in b_.runs:  # b's runs shared the machine with another trial
+        run.tags[tags.CONCURRENT_TRIALS] = "2"
+    parts = scores(analyse([a_, b_], DecisionOptions()))
+    assert all("speed" not in per for per in parts.values())
+    report = build_report(StudyResults("s", "study", "sqlite:///x.db", [a_, b_], []), DecisionOptions(), figures=False)
+    assert any(w.startswith("speed not ranked: runs trained 1 / 2 trials at once") for w in report.warnings)
+    a_, b_ = pair()
+    for run in a_.runs + b_.runs:
+        run.tags[tags.CONCURRENT_TRIALS] = "2"
+    assert "speed" in scores(analyse([a_, b_], DecisionOptions()))["a"]

@@ -128,8 +128,9 @@ def test_status_before_running(tmp_path, capsys):
 
 def test_worker_env_shares_cores_and_gpu(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    env = _worker_env(ExecutorOptions(workers=2, gpu_fraction=0.5), slot=1)
+    env = _worker_env(ExecutorOptions(workers=2, gpu_fraction=0.5), gpu="3")
     assert env[GPU_FRACTION_ENV] == "0.5" and int(env["OMP_NUM_THREADS"]) >= 1
+    assert env["CUDA_VISIBLE_DEVICES"] == "3" and env["ONEML_CONCURRENT_TRIALS"] == "2"
 
 
 def test_where_a_study_records(tmp_path, monkeypatch):

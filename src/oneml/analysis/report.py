@@ -28,7 +28,7 @@ from oneml.analysis.decision import (
 )
 from oneml.analysis.decision import decision_table as decide_all
 from oneml.analysis.figures import FigureOut, all_figures, colours
-from oneml.analysis.results import StudyResults
+from oneml.analysis.results import StudyResults, concurrency_levels
 from oneml.analysis.rungs import halving_note, rung_table
 from oneml.analysis.sequential import look_alpha
 from oneml.analysis.stopping import early_stopping_note
@@ -115,7 +115,15 @@ def _warnings(study: StudyResults, analyses: list[Analysis]) -> list[str]:
             )
         elif single:
             out.append(f"n=1 (no spread, no test) for: {', '.join(single)}")
-        differing = _differing_tags([r for c in a.configs.values() for r in c.runs])
+        runs = [r for c in a.configs.values() for r in c.runs]
+        levels = concurrency_levels(runs)
+        if len(levels) > 1:
+            out.append(
+                f"speed not ranked: runs trained {' / '.join(levels)} trials at once ({tag.CONCURRENT_TRIALS}); "
+                "concurrent trials share the GPU and the cores, so their tokens/s is not a solo run's; compare "
+                "speed among runs of one --workers setting"
+            )
+        differing = _differing_tags(runs)
         if differing:
             out.append(f"runs differ in {', '.join(differing)}: speed and memory may not compare like for like")
     note = halving_note(study)

@@ -438,3 +438,9 @@ def load_many(studies: list[str], experiments: list[str], uri: str) -> list[Stud
         raise OnemlError("study: name a study (oneml report STUDY) or an experiment (--experiment NAME)")
     check_store(uri)
     return [load_study(n, uri) for n in studies] + [load_experiment(n, uri) for n in experiments]
+
+
+def concurrency_levels(runs: list[RunData]) -> list[str]:
+    """The distinct numbers of trials that ran at once beside these runs (`tag.CONCURRENT_TRIALS`; runs recorded
+    before the tag existed count as alone). More than one means their tokens/s do not compare like for like."""
+    return sorted({r.tags.get(tag.CONCURRENT_TRIALS, "1") for r in runs})

@@ -247,9 +247,19 @@ def _criteria(a: Analysis, pool: list[str]) -> dict[str, dict[str, float | None]
         "simplicity": {label: float(complexity(a.configs[label])) for label in pool},
         "convergence": areas,
         "memory": {label: a.mean(label, "peak_memory_mib") for label in pool},
-        "speed": {label: a.mean(label, "tokens_per_second") for label in pool},
+        "speed": _speeds(a, pool),
         "preference": {label: a.mean(label, key) if (key := preference_metric(a)) else None for label in pool},
     }
+
+
+def _speeds(a: Analysis, pool: list[str]) -> dict[str, float | None]:
+    """tokens/s per contender; none at all when the runs mixed concurrent and solo trials (a shared GPU and shared
+    cores make a concurrent run slower for reasons that are not the method's): speed is then not ranked."""
+    from oneml.analysis.results import concurrency_levels
+
+    if len(concurrency_levels([r for label in pool for r in a.configs[label].runs])) > 1:
+        return {label: None for label in pool}
+    return {label: a.mean(label, "tokens_per_second") for label in pool}
 
 
 _HIGHER = {"quality": True, "stability": True, "simplicity": False, "convergence": False, "memory": False,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from oneml.distributed import devices
 from oneml.errors import Interrupted, OnemlError
 from oneml.registry import Registry
 from oneml.study.trial import GPU_FRACTION_ENV, Job, Outcome, run_trial
@@ -55,16 +57,22 @@ EXECUTORS: Registry[Executor] = Registry("executor")
 
 
 def run_local(jobs: list[Job], options: ExecutorOptions, started: Started, done: Done) -> None:
-    """One trial after another in this process, or --workers N trials at once in worker processes."""
+    """One trial after another in this process, or --workers N trials at once in worker processes.
+
+    Each worker process holds a slot, taken when its trial starts and given back when it ends; the slot picks its
+    GPU (`devices.trial_placement`), so a trial runs where no other trial holds that share of a GPU."""
     if options.workers <= 1 and options.gpu_fraction is None:
         for job in jobs:
             started(job)
             done(job, run_trial(job.config, job.stop_at))
         return
+    placement = local_placement([job.config for job in jobs], options)
+    free: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for slot in range(options.workers):
+        free.put(slot)
     workers = _Workers()
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        slots = iter(range(10**9))
-        futures = {pool.submit(_in_process, job, options, next(slots), started, workers): job for job in jobs}
+        futures = {pool.submit(_in_slot, job, options, placement, free, started, workers): job for job in jobs}
         try:
             for future in as_completed(futures):
                 done(futures[future], future.result())
@@ -73,6 +81,23 @@ def run_local(jobs: list[Job], options: ExecutorOptions, started: Started, done:
                 future.cancel()
             workers.stop()
             raise
+
+
+def local_placement(configs: list[dict[str, Any]], options: ExecutorOptions) -> devices.TrialPlacement:
+    """Each worker slot's GPU; more workers than the visible GPUs hold, or a share too small for a CUDA context,
+    is refused in one line (a study checks this before it records anything)."""
+    uses_gpu = any(config.get("train", {}).get("device", "auto") != "cpu" for config in configs)
+    placement = devices.trial_placement(options.workers, options.gpu_fraction, devices.visible_gpus(), uses_gpu)
+    if options.gpu_fraction is not None and any(gpu is not None for gpu in placement.devices):
+        devices.allocator_fraction(options.gpu_fraction, devices.gpu_memory_bytes())
+    return placement
+
+
+def preflight(executor: str, configs: list[dict[str, Any]], options: ExecutorOptions) -> None:
+    """What an executor can refuse before a study records anything (the local one: its GPU placement)."""
+    check = PREFLIGHT.get(executor)
+    if check is not None and (options.workers > 1 or options.gpu_fraction is not None):
+        check(configs, options)
 
 
 class _Workers:
@@ -105,29 +130,35 @@ class _Workers:
                 proc.kill()
 
 
-def _worker_env(options: ExecutorOptions, slot: int) -> dict[str, str]:
+def _worker_env(options: ExecutorOptions, gpu: str | None) -> dict[str, str]:
     env = dict(os.environ)
     # Trials share the cores: without a cap every process starts one thread per core and they thrash.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // options.workers)))
+    if gpu is not None:
+        env[devices.VISIBLE_ENV] = gpu
     if options.gpu_fraction is not None:
-        import torch
-
-        gpus = torch.cuda.device_count()
-        per_gpu = max(1, int(1 / options.gpu_fraction))
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str((slot // per_gpu) % gpus)
         env[GPU_FRACTION_ENV] = str(options.gpu_fraction)
+    # Concurrent trials share the machine: their tokens/s are not a solo run's, and the analysis must know.
+    env[devices.CONCURRENT_ENV] = str(options.workers)
     return env
 
 
-def _in_process(job: Job, options: ExecutorOptions, slot: int, started: Started, workers: _Workers) -> dict[str, Any]:
-    """Run one trial in a fresh worker process (the hidden `oneml study _trial` command)."""
+def _in_slot(job: Job, options: ExecutorOptions, placement, free, started: Started, workers) -> dict[str, Any]:
+    """Run one trial in a fresh worker process (the hidden `oneml study _trial` command), holding a free slot."""
+    slot = free.get()  # the pool runs at most `workers` of these at once, so a slot is always free here
+    try:
+        return _in_process(job, _worker_env(options, placement.devices[slot]), started, workers)
+    finally:
+        free.put(slot)
+
+
+def _in_process(job: Job, env: dict[str, str], started: Started, workers: _Workers) -> dict[str, Any]:
     started(job)
     with tempfile.TemporaryDirectory(prefix="oneml-trial-") as tmp:
         spec, result = Path(tmp) / "job.json", Path(tmp) / "outcome.json"
         spec.write_text(json.dumps({"config": job.config, "stop_at": job.stop_at}))
         cmd = [sys.executable, "-m", "oneml", "study", "_trial", str(spec), str(result)]
-        proc = workers.start(cmd, _worker_env(options, slot))
+        proc = workers.start(cmd, env)
         if proc is None:
             return Outcome(_run_id(job), "failed", reason="not started: the study was interrupted").to_dict()
         _, stderr = proc.communicate()
@@ -196,12 +227,18 @@ def _ray_trial(config: dict[str, Any], stop_at: int | None, gpu_fraction: float 
 
     if gpu_fraction is not None:
         os.environ[GPU_FRACTION_ENV] = str(gpu_fraction)
+    # Ray packs trials onto nodes and GPUs by their reservations: how many ran beside this one is not known here,
+    # only that it was not necessarily alone.
+    os.environ[devices.CONCURRENT_ENV] = "ray"
     # Which node ran the trial, on its MLflow record (tracking tags do not change the run id).
     node = {"oneml.ray_node": ray.get_runtime_context().get_node_id(), "oneml.ray_host": ray.util.get_node_ip_address()}
     tracking = config.get("tracking", {})
     config = config | {"tracking": tracking | {"tags": tracking.get("tags", {}) | node}}
     return run_trial(config, stop_at)
 
+
+PREFLIGHT: dict[str, Callable[[list[dict[str, Any]], ExecutorOptions], Any]] = {"local": local_placement}
+"""Executor name -> its check before a study starts (Ray places trials by their reservations itself)."""
 
 EXECUTORS.register("local", run_local, "this machine: sequential, or --workers N processes")
 EXECUTORS.register("ray", run_ray, "a Ray task per trial, on a local or existing (--ray-address) cluster")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from oneml.errors import Interrupted
-from oneml.study.executors import EXECUTORS, ExecutorOptions
+from oneml.study.executors import EXECUTORS, ExecutorOptions, preflight
 from oneml.study.expand import PENDING, Trial
 from oneml.study.halving import Rung, check_evaluations, check_metric, ranking_rungs, run_halving
 from oneml.study.spec import Halving, SequentialSeeds, StudySpec
@@ -192,6 +192,7 @@ def run_study(
         check_stage(spec.eval, trials[0])
     run = EXECUTORS.get(executor or spec.executor.name)
     options = options or ExecutorOptions.of(spec.executor)
+    preflight(executor or spec.executor.name, [t.config.to_dict() for t in trials], options)
     tracker = _Tracker(spec, trials[0])
     if spec.halving:
         tracker.halving(spec.halving, trials[0].config.train.max_steps)

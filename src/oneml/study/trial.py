@@ -7,6 +7,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from oneml.distributed.devices import GPU_FRACTION_ENV
+
 
 @dataclass
 class Job:
@@ -30,18 +32,18 @@ class Outcome:
         return asdict(self)
 
 
-GPU_FRACTION_ENV = "ONEML_GPU_FRACTION"
-
-
 def _limit_gpu_memory() -> None:
-    """Several trials share one GPU: each may only take its share of the memory."""
+    """Several trials share one GPU: each may only take its share of the memory, its CUDA context included."""
     fraction = os.environ.get(GPU_FRACTION_ENV)
     if not fraction:
         return
     import torch
 
+    from oneml.distributed.devices import allocator_fraction
+
     if torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(float(fraction))
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        torch.cuda.set_per_process_memory_fraction(allocator_fraction(float(fraction), total))
 
 
 def run_trial(config: dict[str, Any], stop_at: int | None = None) -> dict[str, Any]:

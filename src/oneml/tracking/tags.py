@@ -16,6 +16,15 @@ MODEL = "oneml.model"
 OBJECTIVE = "oneml.objective"
 DATASET = "oneml.dataset"
 DEVICE = "oneml.device"
+CONCURRENT_TRIALS = "oneml.concurrent_trials"
+"""How many trials a study's executor ran at once beside this run ('1': alone; 'ray': packed by Ray's reservations).
+Concurrent runs share the device and the cores, so their tokens/s is not a solo run's: the guide does not rank speed
+across runs that differ in it."""
+GPU_FRACTION = "oneml.gpu_fraction"
+"""The share of its GPU's memory a trial was capped at (--gpu-fraction), when it was."""
+PRECISION = "oneml.switch.precision"
+"""The precision recipe the trained weights used: fp32, bf16-mixed (float32 trainable weights, bfloat16 autocast),
+bf16 (bfloat16 trainable weights, no float32 master copy), fp16-mixed, fp16, or 'mixed(...)' when they differ."""
 TEST_SPLIT = "oneml.test_split"
 """'true' when the run scored its final model on test rows (test_* metrics)."""
 COMPLEXITY = "oneml.method.complexity"
