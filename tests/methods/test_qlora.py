@@ -119,3 +119,23 @@ def test_quantized_mutating_init_reloads_the_trained_model_exactly(tmp_path, met
     reloaded = cfg.load(tiny(), tmp_path)  # rebuilds Quant(W0 - s B0 A0) from the rank-2r file
     torch.testing.assert_close(logits(reloaded), logits(model), atol=0, rtol=0)
     torch.testing.assert_close(logits(cfg.merge(reloaded)), logits(model), atol=1e-5, rtol=1e-5)
+
+
+def test_int8_weights_are_quantized_with_their_scales_before_any_forward():
+    """bitsandbytes quantizes an 8-bit weight only when it moves from the CPU; quantize_model hands it a CPU copy
+    whatever the model's device, so the weight is int8 with its row scales at once (on a GPU it used to stay a
+    float tensor until the first forward, and dequantizing it before then failed)."""
+    model = quantize_model(tiny(), "int8", skip=("lm_head",))
+    layer = model.model.layers[0].self_attn.q_proj
+    assert layer.weight.dtype == torch.int8 and layer.weight.SCB is not None and layer.state.SCB is None
+    assert torch.isfinite(dequantized_weight(layer)).all()  # no forward yet
+
+
+def test_a_move_that_does_not_quantize_is_refused_not_trained_in_float(monkeypatch):
+    """The guard behind the fix: were bitsandbytes to keep a float weight (a move it does not quantize), the run
+    stops at once instead of training an unquantized 'int8' model."""
+    import bitsandbytes as bnb
+
+    monkeypatch.setattr(bnb.nn.Int8Params, "to", lambda self, *a, **k: torch.nn.Parameter.to(self, *a, **k))
+    with pytest.raises(RuntimeError, match="did not quantize an 8-bit weight"):
+        quantize_model(tiny(), "int8", skip=("lm_head",))

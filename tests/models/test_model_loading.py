@@ -189,3 +189,14 @@ def test_tokenizer_from_local_directory(tmp_path):
     load_tokenizer("byte").save_pretrained(tmp_path)
     model, tokenizer = load_model_and_tokenizer(ModelConfig(name="tiny-llama", tokenizer=str(tmp_path)))
     assert len(tokenizer) == 259 and model.config.vocab_size == 259
+
+
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_dtype_auto_takes_bfloat16_only_where_the_gpu_computes_it_natively(monkeypatch, native, expected):
+    """is_bf16_supported() counts emulation by default (pre-Ampere GPUs), where bfloat16 runs slower than float32."""
+    from oneml.models.loading import resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+    assert resolve_dtype("auto", "cuda") == expected
+    assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("float16", "cpu") == torch.float16

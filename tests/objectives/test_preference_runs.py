@@ -75,6 +75,7 @@ def test_preference_accuracy_rises_on_training_pairs(tmp_path, pairs_file, objec
     assert run["status"] == "FINISHED"
     assert {"eval_preference_accuracy", "eval_reward_margin", "peak_rss_mib", "train_seconds"} <= set(run["metrics"])
     assert run["params"]["objective.name"] == cfg.objective.name
+    assert m["train_tokens"] > 0 and m["tokens_per_second"] > 0  # ORPO's pairs are counted by its collator
     if cfg.objective.name == "dpo":
         assert m["initial_eval_kl_ref"] == pytest.approx(0.0, abs=1e-6)  # the policy starts at the reference
         assert "eval_kl_ref" in run["metrics"]
@@ -91,6 +92,64 @@ def test_dpo_reference_modes(tmp_path, pairs_file, reference):
     result = train(cfg, progress=False)
     assert result.metrics["initial_eval_kl_ref"] == pytest.approx(0.0, abs=1e-6)
     assert result.metrics["eval_loss"] < result.metrics["initial_eval_loss"]
+
+
+def test_dpo_copy_reference_of_a_quantized_method_is_the_quantized_starting_model(tmp_path, pairs_file):
+    """QLoRA + reference: copy: the reference is the base as the policy holds it (4-bit), so the policy starts at
+    it exactly; a float copy would differ by the quantization error from step 0 (and cost a float model's memory)."""
+    from oneml.models.quantization import is_quantized
+
+    cfg = pref_config(
+        tmp_path, pairs_file, "method.name=qlora", "objective.name=dpo", "objective.reference=copy",
+        "train.max_steps=1",
+    )  # fmt: skip
+    result = train(cfg, progress=False)
+    assert result.metrics["initial_eval_kl_ref"] == pytest.approx(0.0, abs=1e-6)
+    model, _ = load_model_and_tokenizer(cfg.model, seed=cfg.train.seed)
+    reference = cfg.method.frozen_base(cfg.objective.reference_model(model))
+    assert sum(is_quantized(m) for m in reference.modules()) == 7 * reference.config.num_hidden_layers
+
+
+def test_orpo_batches_carry_their_token_count_from_the_host():
+    from oneml.data.packing import REAL_TOKENS
+    from oneml.objectives.orpo import CountingCollator
+
+    def collate(examples):
+        return {
+            "chosen_attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]]),
+            "rejected_attention_mask": torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]]),
+            "prompt": ["a", "b"],
+        }
+
+    batch = CountingCollator(collate)([{}, {}])
+    assert batch[REAL_TOKENS] == 10 and isinstance(batch[REAL_TOKENS], int)
+
+
+def test_host_counts_need_no_device_round_trip_in_one_process():
+    """The tokens a batch carries are added as an integer: no device tensor, no gather, no sync per micro-batch;
+    batches without a count go to transformers' own counter."""
+    from oneml.data.packing import REAL_TOKENS
+    from oneml.train.hooks import count_real_tokens
+
+    batches = [{"x": 1, REAL_TOKENS: 7}, {"input_ids": torch.ones(2, 3)}]
+    own_counted = []
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a collective in a one-process run")
+
+    trainer = SimpleNamespace(
+        get_batch_samples=lambda *a, **k: (batches, None),
+        _track_num_input_tokens=own_counted.append,
+        args=SimpleNamespace(world_size=1, device=torch.device("cpu")),
+        accelerator=SimpleNamespace(gather=refuse),
+        state=SimpleNamespace(num_input_tokens_seen=0),
+    )
+    count_real_tokens(trainer)
+    fetched, _ = trainer.get_batch_samples()
+    for batch in fetched:
+        trainer._track_num_input_tokens(batch)
+    assert trainer.state.num_input_tokens_seen == 7 and REAL_TOKENS not in fetched[0]
+    assert own_counted == [batches[1]]
 
 
 def test_dpo_adapter_reference_needs_an_adapter_method(tmp_path, pairs_file):

@@ -90,6 +90,7 @@ def test_counts_and_speed_are_recorded(run):
     assert 0 < m["trainable_params"] < m["total_params"]
     assert m["trainable_percent"] == pytest.approx(100 * m["trainable_params"] / m["total_params"])
     assert m["train_tokens"] > 0 and m["tokens_per_second"] > 0
+    assert 0 < m["first_step_seconds"] < m["train_seconds"]  # the warm-up step is timed apart, inside the total
     assert m["peak_rss_mib"] > 50
 
 
@@ -104,6 +105,9 @@ def test_mlflow_record(run):
     assert record.data.tags["version.torch"].startswith("2.")
     assert record.data.tags["oneml.method.complexity"] == "1"  # LoRAConfig.complexity, read back by the guide
     assert "hardware.cpu" in record.data.tags
+    # fp32 weights, no autocast on the CPU; run alone (not one of a study's concurrent trials)
+    assert record.data.tags["oneml.switch.precision"] == "fp32"
+    assert record.data.tags["oneml.concurrent_trials"] == "1"
     losses = client.get_metric_history(result.mlflow_run_id, "train_loss")
     assert sorted(x.step for x in losses) == [1, 2, 3, 4, 5, 6]
     evals = client.get_metric_history(result.mlflow_run_id, "eval_loss")

@@ -48,6 +48,10 @@ class MethodContext:
     """Interval (optimizer steps) for per-layer diagnostics such as kappa(BA) or DoRA magnitudes."""
     sharded: bool = False
     """The parameters will be sharded across processes (FSDP)."""
+    master_dtype: str | None = None
+    """Where set ("float32"), weights a method trains in full are kept in this dtype when the model loaded in half
+    precision by oneml's choice (model.dtype: auto on a GPU): float32 master weights, the forward in the model's
+    dtype under autocast. None: trained weights keep the loaded dtype."""
     log_metrics: Callable[[dict[str, float], int], None] = field(default=_no_log)
     """Record metrics at a step (the run's MLflow record)."""
     log_json: Callable[[str, Any], None] = field(default=_no_artifact)
@@ -114,6 +118,12 @@ class MethodConfig(Section):
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
         """Fold the adapter into the base and return a plain transformers model."""
         return model.merge_and_unload()
+
+    def frozen_base(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` (a frozen copy of the starting model, DPO's reference) stored as this method stores its base:
+        a quantizing method quantizes it the same way, so that the reference is the base the policy trains on and
+        costs its memory, not a half-precision copy's."""
+        return model
 
 
 _LONGER_LOGITS = (

@@ -1,4 +1,12 @@
-"""Full fine-tuning: every weight trains. The baseline every study can include."""
+"""Full fine-tuning: every weight trains. The baseline every study can include.
+
+Precision: on a GPU, where the model loads in bfloat16 by oneml's choice (``model.dtype: auto``), the weights are
+kept in float32 (master weights, AdamW states in float32 too) and the forward runs in bfloat16 under autocast,
+as the mixed-precision recipe does; a bfloat16 weight cannot take an update smaller than 2^-8 of itself, which
+a learning rate of 1e-5 is for most weights. That costs 16 bytes per parameter (weight, gradient, two AdamW
+moments) instead of 8; a model that does not fit so trains in pure bfloat16 when ``model.dtype: bfloat16`` is
+set explicitly. Each run records which recipe it used (``oneml.switch.precision``).
+"""
 
 from __future__ import annotations
 
@@ -39,7 +47,10 @@ class FullConfig(MethodConfig):
 
 
 def apply(model: torch.nn.Module, cfg: FullConfig, ctx: MethodContext) -> torch.nn.Module:
+    master = getattr(torch, ctx.master_dtype) if ctx.master_dtype else None
     for param in model.parameters():
+        if master is not None and param.is_floating_point() and torch.finfo(param.dtype).bits < 32:
+            param.data = param.data.to(master)  # tied weights share the Parameter, so they stay tied
         param.requires_grad_(True)
     return model
 

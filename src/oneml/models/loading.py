@@ -69,14 +69,25 @@ def load_model_and_tokenizer(cfg: ModelConfig, *, device: str = "cpu", seed: int
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:
-    """``auto`` = bfloat16 on a CUDA device that supports it, float32 otherwise; other names are taken literally."""
+    """``auto`` = bfloat16 on a CUDA device that computes it natively (Ampere and later), float32 otherwise; other
+    names are taken literally. Emulated bfloat16 (which ``is_bf16_supported`` counts by default on older GPUs) runs
+    slower than float32, so it is not chosen."""
     import torch
 
     if name != "auto":
         return getattr(torch, name)
-    if str(device).startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    if str(device).startswith("cuda") and torch.cuda.is_available() and _native_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def _native_bf16() -> bool:
+    import torch
+
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch before 2.3 has no such argument and counted native support only
+        return torch.cuda.is_bf16_supported()
 
 
 def _resolve_device(device: str) -> str:

@@ -2,7 +2,9 @@
 
 The model may be a random in-memory one, so we do not go through ``from_pretrained(quantization_config=...)``: every
 ``nn.Linear`` except the output head is replaced by a ``bnb.nn.Linear4bit`` / ``bnb.nn.Linear8bitLt`` holding the
-same weights, quantized on the weight's device (bitsandbytes quantizes when a parameter is moved to a device). The
+same weights, quantized on the weight's device (bitsandbytes quantizes when a parameter is moved to a device: a 4-bit
+one on any move, an 8-bit one only on a move *from the CPU*, so 8-bit weights are handed over from a CPU copy even
+when the model is on a GPU already; otherwise they stayed unquantized half-precision tensors without scales). The
 model is flagged ``is_loaded_in_4bit`` / ``is_loaded_in_8bit`` as ``from_pretrained`` would, so that peft wraps
 those layers with its bitsandbytes-aware LoRA layers. Quantization is deterministic: the same float weights give
 the same quantized ones, which is what makes ``load`` reproduce a trained quantized run exactly.
@@ -122,8 +124,12 @@ def _linear8bit(
         threshold=0.0,
         device="meta",
     )
-    packed = bnb.nn.Int8Params(weight.data.detach().clone(), requires_grad=False, has_fp16_weights=False)
-    layer.weight = packed.to(weight.device)  # quantizes
+    # Int8Params.to quantizes only when the data comes from the CPU (bitsandbytes' own from_pretrained path loads
+    # on the CPU first); a copy made on the GPU would be moved as is and keep its float weights, without scales.
+    packed = bnb.nn.Int8Params(weight.data.detach().to("cpu", copy=True), requires_grad=False, has_fp16_weights=False)
+    layer.weight = packed.to(weight.device)  # quantizes, on that device
+    if layer.weight.dtype != torch.int8 or layer.weight.SCB is None:
+        raise RuntimeError(f"bitsandbytes did not quantize an 8-bit weight on {weight.device}")
     if linear.bias is not None:
         layer.bias = torch.nn.Parameter(linear.bias.data.detach().clone(), requires_grad=False)
     return layer

@@ -10,7 +10,8 @@ lambda is called beta; by default its forward goes through our chunked LM head i
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -36,7 +37,7 @@ class ORPOObjective(PreferenceObjective):
         from trl.experimental.orpo import ORPOConfig
 
         orpo_args = ORPOConfig(**trainer_common_args(inputs.args, inputs.max_length), beta=self.lambda_)
-        trainer = _counting_trainer()(
+        trainer = _chunked_trainer()(
             model=inputs.model,
             args=orpo_args,
             train_dataset=inputs.train_dataset,
@@ -45,6 +46,7 @@ class ORPOObjective(PreferenceObjective):
             callbacks=inputs.callbacks,
             optimizers=inputs.optimizers,
         )
+        trainer.data_collator = CountingCollator(trainer.data_collator)
         if inputs.speed.chunked_loss:
             from oneml.models.lm_head import install_chunked_head
 
@@ -94,13 +96,29 @@ def chunked_forward(trainer, model, batch):
     return mean[:n], mean[n:], means[:n][real[:n]], means[n:][real[n:]], chosen_nll
 
 
-def _counting_trainer():
-    """ORPOTrainer's batches carry chosen_/rejected_ keys, not input_ids, so the Trainer's own token count
-    stays 0; this subclass adds the real (unpadded) tokens of both sides to it, for tokens/s. Its overrides are
-    listed in train/hooks.py `PATCHED` (a test checks they still exist in TRL)."""
+@dataclass
+class CountingCollator:
+    """TRL's preference collator, plus the batch's real (unpadded) tokens of both sides under `REAL_TOKENS`.
+
+    ORPO's batches carry chosen_/rejected_ keys, not input_ids, so the Trainer's own token count stays 0; the count
+    is taken here, on the host where the batch is built, and train/hooks.py adds it up without a device sync."""
+
+    collate: Any
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        from oneml.data.packing import REAL_TOKENS
+
+        batch = self.collate(examples)
+        masks = [batch.get(f"{side}_attention_mask") for side in ("chosen", "rejected")]
+        return batch | {REAL_TOKENS: sum(int(mask.sum()) for mask in masks if mask is not None)}
+
+
+def _chunked_trainer():
+    """ORPOTrainer whose forward goes through our chunked head when the model carries it. Its override is listed in
+    train/hooks.py `PATCHED` (a test checks it still exists in TRL)."""
     from trl.experimental.orpo import ORPOTrainer
 
-    class CountingORPOTrainer(ORPOTrainer):
+    class ChunkedORPOTrainer(ORPOTrainer):
         chunked = False
         """True when the model carries our chunked head: the forward below then never builds the logits."""
 
@@ -109,14 +127,7 @@ def _counting_trainer():
                 return super().concatenated_forward(model, batch)
             return chunked_forward(self, model, batch)
 
-        def training_step(self, model, inputs, *args, **kwargs):
-            for side in ("chosen", "rejected"):
-                mask = inputs.get(f"{side}_attention_mask")
-                if mask is not None:
-                    self.state.num_input_tokens_seen += int(mask.sum())
-            return super().training_step(model, inputs, *args, **kwargs)
-
-    return CountingORPOTrainer
+    return ChunkedORPOTrainer
 
 
 OBJECTIVES.register("orpo", ORPOObjective, "ORPO: SFT + odds-ratio preference term in one stage, no reference (lambda)")

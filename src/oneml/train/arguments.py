@@ -59,3 +59,21 @@ def switches(config: RunConfig, dtype, speed) -> dict[str, str]:
         f"{tag.SWITCH_PREFIX}gradient_checkpointing": str(config.train.gradient_checkpointing).lower(),
         f"{tag.SWITCH_PREFIX}compile": str(config.train.compile).lower(),
     } | speed.tags()
+
+
+def precision_recipe(trainer) -> str:
+    """How the trained weights are kept and computed in, read off the built trainer (TRL may recast adapters):
+    fp32; bf16-mixed / fp16-mixed (float32 trainable weights, the forward under half-precision autocast: the
+    master-weights recipe); bf16 / fp16 (half-precision trainable weights: no float32 master copy); or
+    mixed(<dtypes>) when the trainable weights differ in dtype."""
+    import torch
+
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    trained = {p.dtype for p in trainer.model.parameters() if p.requires_grad}
+    autocast = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else None
+    if len(trained) != 1:
+        return "mixed(" + ",".join(sorted(names.get(d, str(d)) for d in trained)) + ")"
+    weights = names.get(trained.pop(), "other")
+    if autocast is not None and weights == "fp32":
+        return f"{autocast}-mixed"
+    return weights

@@ -54,19 +54,55 @@ class PeriodicEval(TrainerCallback):
 
 
 class StepTimer(TrainerCallback):
-    """Sums the time spent inside optimizer steps, so tokens/s excludes evaluation and setup."""
+    """Time spent inside optimizer steps, so tokens/s excludes evaluation and setup.
+
+    The first step this process takes is timed apart (``first_seconds``, and the tokens seen by its end): it carries
+    one-off work (torch.compile's compilation, CUDA kernel selection, the allocator growing to its working set), so
+    throughput is measured over the steps after it. On a GPU the host runs ahead of the device; the clock is read
+    after a synchronisation at the end of the first and of the last step, so the steps in between add up to device
+    time too.
+    """
 
     def __init__(self):
         self.seconds = 0.0
+        """Steps after the first."""
+        self.first_seconds: float | None = None
+        self.tokens_before: int = 0
+        """Tokens seen when the timed steps began (the end of the first step)."""
         self._start: float | None = None
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self._start is not None:
-            self.seconds += time.perf_counter() - self._start
-            self._start = None
+        if self._start is None:
+            return
+        first = self.first_seconds is None
+        if first or state.global_step >= state.max_steps:
+            _synchronize(args.device)
+        elapsed = time.perf_counter() - self._start
+        self._start = None
+        if first:
+            self.first_seconds = elapsed
+            self.tokens_before = int(state.num_input_tokens_seen or 0)
+        else:
+            self.seconds += elapsed
+
+    def throughput(self, tokens: float) -> dict[str, float]:
+        """tokens/s over the steps after the first (over the first when it was the only one), and the step times."""
+        first = self.first_seconds or 0.0
+        if self.seconds > 0:
+            rate = (tokens - self.tokens_before) / self.seconds
+        else:
+            rate = tokens / first if first else 0.0
+        return {"train_seconds": first + self.seconds, "first_step_seconds": first, "tokens_per_second": rate}
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class RichProgress(TrainerCallback):

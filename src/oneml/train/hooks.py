@@ -7,12 +7,13 @@ methods are wrapped on the instance (never on the class, so other trainers in th
   gradients after clipping);
 - ``_save_checkpoint``: publish each checkpoint with one rename (a kill mid-save never leaves a half checkpoint
   that looks complete; no callback runs between its writes);
-- ``get_batch_samples`` / ``_track_num_input_tokens``: count the examples' tokens of packed batches (rows
-  without an attention mask, whose pad tails transformers would count).
+- ``get_batch_samples`` / ``_track_num_input_tokens``: count the tokens a batch carries in ``REAL_TOKENS`` (packed
+  rows, whose pad tails transformers would count; ORPO's chosen/rejected pairs, which it cannot count at all),
+  counted on the host by the collator, so that the count costs no device synchronisation per micro-batch.
 
 Two more places change a library's behaviour, and are listed here so that one test covers them all: the
 chunked LM head replaces the *model's* forward (models/lm_head.py), and ORPO's trainer is a subclass that
-overrides ``concatenated_forward`` and ``training_step`` (objectives/orpo.py). `PATCHED` names every attribute;
+overrides ``concatenated_forward`` (objectives/orpo.py). `PATCHED` names every attribute;
 tests/train/test_hooks.py checks that each still exists in the installed transformers and TRL, so an upgrade
 that renames one fails there, not silently in a run.
 """
@@ -38,21 +39,17 @@ PATCHED: tuple[tuple[str, str], ...] = (
     ("transformers.Trainer", "get_batch_samples"),
     ("transformers.Trainer", "_track_num_input_tokens"),
     ("trl.experimental.orpo.ORPOTrainer", "concatenated_forward"),
-    ("trl.experimental.orpo.ORPOTrainer", "training_step"),
 )
 """(class, attribute) of every library method oneml wraps or overrides."""
 
 
-def install(
-    trainer: Any, *, max_grad_norm_stop: float | None, checkpoints: bool, packed: bool, extras: tuple = ()
-) -> None:
+def install(trainer: Any, *, max_grad_norm_stop: float | None, checkpoints: bool, extras: tuple = ()) -> None:
     """Apply the run's hooks to a freshly built trainer (the runner calls this once, after the objective).
     ``extras``: callables writing more state into each checkpoint folder before it is published."""
     stop_on_exploding_norm(trainer, max_grad_norm_stop)
     if checkpoints:
         atomic_saves(trainer, extras)
-    if packed:
-        count_real_tokens(trainer)
+    count_real_tokens(trainer)
 
 
 def stop_on_exploding_norm(trainer, limit: float | None) -> None:
@@ -116,24 +113,33 @@ def atomic_saves(trainer, extras: tuple = ()) -> None:
 
 
 def count_real_tokens(trainer: Any) -> None:
-    """Make the trainer's tokens-seen count (train_tokens, tokens/s) the examples' tokens, not the packed rows'.
+    """Make the trainer's tokens-seen count (train_tokens, tokens/s) the examples' own tokens where a batch carries
+    their count (`REAL_TOKENS`, computed on the host by the collator); other batches are counted by transformers.
 
-    The count travels in each batch (`REAL_TOKENS`); it is taken out when the trainer fetches an optimizer
-    step's batches, before any forward pass, and added (summed over processes) where transformers counts tokens.
+    The count is taken out when the trainer fetches an optimizer step's batches, before any forward pass, and added
+    where transformers counts tokens: as a host integer in one process (transformers' own count reads a device
+    tensor back, a synchronisation per micro-batch), summed over processes with one collective otherwise.
     """
     fetch, counts = trainer.get_batch_samples, {}
-    if not callable(getattr(trainer, "_track_num_input_tokens", None)):
+    own = getattr(trainer, "_track_num_input_tokens", None)
+    if not callable(own):
         raise RuntimeError("transformers' Trainer._track_num_input_tokens is gone: update count_real_tokens")
 
     def get_batch_samples(*args: Any, **kwargs: Any):
         batches, items = fetch(*args, **kwargs)
         for batch in batches:
-            counts[id(batch)] = batch.pop(REAL_TOKENS)
+            if isinstance(batch, dict) and REAL_TOKENS in batch:
+                counts[id(batch)] = batch.pop(REAL_TOKENS)
         return batches, items
 
     def track(inputs: dict[str, Any]) -> None:
-        real = torch.as_tensor(counts.pop(id(inputs)), device=trainer.args.device, dtype=torch.int64)
-        trainer.state.num_input_tokens_seen += trainer.accelerator.gather(real).sum().item()
+        count = counts.pop(id(inputs), None)
+        if count is None:
+            return own(inputs)
+        if trainer.args.world_size > 1:
+            real = torch.as_tensor(count, device=trainer.args.device, dtype=torch.int64)
+            count = trainer.accelerator.gather(real).sum().item()
+        trainer.state.num_input_tokens_seen += int(count)
 
     trainer.get_batch_samples = get_batch_samples
     trainer._track_num_input_tokens = track

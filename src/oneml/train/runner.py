@@ -19,12 +19,12 @@ from typing import Any
 import yaml
 
 from oneml.config import RunConfig
-from oneml.distributed import strategies
+from oneml.distributed import devices, strategies
 from oneml.distributed import world as worlds
 from oneml.errors import Interrupted, OnemlError
 from oneml.tracking import layout
 from oneml.tracking import tags as tag
-from oneml.train.arguments import switches, trainer_args
+from oneml.train.arguments import precision_recipe, switches, trainer_args
 from oneml.train.callbacks import live_metrics, progress_bar
 from oneml.train.checkpoints import (
     StopAt,
@@ -125,7 +125,9 @@ def train(
     console = console or Console(stderr=True)
     world = worlds.joined(config)
     progress = progress and world.is_main
+    devices.pin_one_process(world.size, worlds.launched(), config.train.device)  # before CUDA starts
     device = resolve_device(config.train.device)
+    devices.check_one_device(world.size, worlds.launched(), device)
     strategies.check(config, device)
     strategies.prepare(config, device)
     if world.is_main:  # a tracking server that does not answer fails now, not after the model has loaded
@@ -221,6 +223,7 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
         gradient_checkpointing=t.gradient_checkpointing,
         diagnostics_every=t.diagnostics_every,
         sharded=strategies.shards_parameters(config),
+        master_dtype="float32" if config.model.dtype == "auto" else None,
         log_metrics=sink.log_metrics,
         log_json=sink.log_json,
     )
@@ -237,6 +240,8 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
         with console.status(f"merging the starting point {config.model.adapter}"):
             model = start_from(model, config.model.adapter, Path(config.tracking.root).resolve(), config.model.name)
     reference = config.objective.reference_model(model)
+    if reference is not None:
+        reference = config.method.frozen_base(reference)
     dtype = next(model.parameters()).dtype
     if config.train.gradient_checkpointing:
         model.enable_input_require_grads()  # a frozen embedding would otherwise cut the graph under checkpointing
@@ -254,7 +259,7 @@ def _tags(config: RunConfig, setup: Setup, device: str) -> dict[str, str]:
     rank, why = type(config.method).complexity  # the guide's simplicity rank travels with the run
     tags |= {tag.COMPLEXITY: f"{rank:g}", tag.COMPLEXITY_WHY: why}
     tags |= {tag.OBJECTIVE: config.objective.name, tag.DATASET: config.data.dataset}
-    tags |= {tag.SEED: str(config.train.seed), tag.DEVICE: device}
+    tags |= {tag.SEED: str(config.train.seed), tag.DEVICE: device} | devices.sharing_tags()
     tags |= {tag.TEST_SPLIT: "true" if setup.data.test is not None else "false"}
     d = config.distributed
     tags |= {tag.WORLD_SIZE: str(d.world_size), tag.LAUNCHER: d.launcher, tag.STRATEGY: d.strategy}
@@ -279,7 +284,7 @@ def _execute(run: RunContext) -> RunResult:
     staging.mkdir(parents=True)
     setup.sink.attach(recorder, staging / "diagnostics")
     trainer, timer, evaluator, stopper = _build_trainer(run)
-    recorder.set_tags(worlds.engine_tags(config, trainer))
+    recorder.set_tags(worlds.engine_tags(config, trainer) | {tag.PRECISION: precision_recipe(trainer)})
 
     def run_eval(step: int) -> dict[str, float]:
         metrics = evaluator("eval")
@@ -349,8 +354,7 @@ def _costs(run: RunContext, trainer, timer, wall: float, memory) -> dict[str, fl
     """Size, memory, time and throughput of a finished run."""
     tokens = float(trainer.state.num_input_tokens_seen or 0)
     metrics = run.setup.sizes | memory.metrics() | worlds.batch_sizes(run.config)
-    metrics |= {"train_seconds": timer.seconds, "train_wall_seconds": wall, "train_tokens": tokens}
-    metrics["tokens_per_second"] = tokens / timer.seconds if timer.seconds else 0.0
+    metrics |= timer.throughput(tokens) | {"train_wall_seconds": wall, "train_tokens": tokens}
     metrics["steps"] = float(trainer.state.global_step)
     return metrics
 
@@ -414,7 +418,7 @@ def _build_trainer(run: RunContext):
     stopper = EarlyStopping(config.train.early_stopping, setup.model) if config.train.early_stopping else None
     hooks.install(
         trainer, max_grad_norm_stop=config.train.max_grad_norm_stop, checkpoints=ckpt is not None,
-        packed=setup.speed.packing, extras=(stopper.save,) if stopper is not None else (),
+        extras=(stopper.save,) if stopper is not None else (),
     )  # fmt: skip
     evaluator = config.objective.evaluator(trainer, setup.data, setup.tokenizer, config.data.max_length)
     return trainer, timer, evaluator, stopper
