@@ -31,10 +31,10 @@ class SFTObjective(ObjectiveConfig):
         speed, args, tokenizer = inputs.speed, inputs.args, inputs.tokenizer
         collator = None
         if speed.packing:
-            from oneml.data.packing import PackedCollator
+            from oneml.data.packing import PackedCollator, takes_varlen
 
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-            collator = PackedCollator(pad)
+            collator = PackedCollator(pad, varlen=takes_varlen(inputs.model))
             # Packed rows carry no attention mask, so transformers cannot tell their pad tails from real tokens;
             # train/hooks.py counts the examples' tokens instead.
             args = {**args, "include_num_input_tokens_seen": "all"}
