@@ -224,6 +224,7 @@ def plain_eval_loss(model, rows, pad_id: int, batch: int = 8) -> float:
     import torch
 
     model.eval()
+    device = next(model.parameters()).device  # the batches are built on the CPU; a GPU model needs them there
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(rows), batch):
@@ -235,6 +236,7 @@ def plain_eval_loss(model, rows, pad_id: int, batch: int = 8) -> float:
             for r, (x, y) in enumerate(zip(chunk["input_ids"], chunk["labels"], strict=True)):
                 ids[r, : len(x)], labels[r, : len(y)], mask[r, : len(x)] = torch.tensor(x), torch.tensor(y), 1
             n = int((labels[:, 1:] != -100).sum())
+            ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
             total += float(model(input_ids=ids, attention_mask=mask, labels=labels).loss) * n
             count += n
     return total / count
