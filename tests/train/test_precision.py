@@ -72,3 +72,26 @@ def test_step_timer_measures_throughput_after_the_warm_up_step(monkeypatch):
     one = StepTimer()
     one.first_seconds, one.seconds = 2.0, 0.0
     assert one.throughput(100)["tokens_per_second"] == 50.0
+
+
+def test_a_full_run_where_oneml_chose_bfloat16_trains_float32_master_weights(tmp_path, monkeypatch):
+    """The GPU's choice (dtype auto -> bfloat16) simulated on the CPU: the run trains float32 weights under bf16
+    autocast and records bf16-mixed; the same run with bfloat16 set explicitly trains and records pure bf16."""
+    from mlflow.tracking import MlflowClient
+
+    from oneml import load_run_config, train
+    from oneml.models import loading
+
+    chosen = loading.resolve_dtype
+    monkeypatch.setattr(
+        loading, "resolve_dtype", lambda name, device: torch.bfloat16 if name == "auto" else chosen(name, device)
+    )
+    base = ["model.name=tiny-llama", "method.name=full", "data.dataset=alpaca-demo", "data.max_samples=16",
+            "data.eval_size=4", "data.max_length=64", "train.max_steps=2", "train.batch_size=2",
+            "train.eval_before=false", "train.save_adapter=false", f"tracking.root={tmp_path}"]  # fmt: skip
+    recipes = {}
+    for dtype in ("auto", "bfloat16"):
+        result = train(load_run_config(None, [*base, f"model.dtype={dtype}"]), progress=False)
+        tags = MlflowClient(result.tracking_uri).get_run(result.mlflow_run_id).data.tags
+        recipes[dtype] = (tags["oneml.switch.precision"], {p.dtype for p in result.model.parameters()})
+    assert recipes == {"auto": ("bf16-mixed", {torch.float32}), "bfloat16": ("bf16", {torch.bfloat16})}
