@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "gpu-check-out")))
     parser.add_argument("--dry-run", action="store_true", help="on the CPU here, tiny steps: does it all start?")
-    parser.add_argument("--budget", type=float, default=None, help="seconds for all phases (default 450; dry 1800)")
+    parser.add_argument("--budget", type=float, default=None, help="seconds for all phases (default 420; dry 1800)")
     parser.add_argument("--phases", default="env,tests,smoke,bench", help="comma-separated, in order")
     parser.add_argument("--methods", default=None, help="all (device default), main (dry default) or a list")
     parser.add_argument(
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def orchestrate(args, names: list[str]) -> int:
     start = time.time()
-    deadline = start + (args.budget or (1800 if args.dry_run else 450))
+    deadline = start + (args.budget or (1800 if args.dry_run else 420))
     phases: list[Phase] = []
     for i, name in enumerate(names):
         left = deadline - time.time()
