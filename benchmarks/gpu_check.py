@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_METHODS = ("lora", "qlora", "dora", "pissa")
 """Smoke-tested first: what most users train with."""
-SHARES = {"tests": 0.38, "smoke": 0.35, "bench": 0.27}
+SHARES = {"tests": 0.45, "smoke": 0.33, "bench": 0.22}
 """Each phase's share of the budget left after env (unused time passes on to the next phase)."""
 DEVICE_MODEL = ["model.name=smollm2-135m", "model.init=random", "model.tokenizer=smollm2-135m"]
 DRY_MODEL = DEVICE_MODEL + [
