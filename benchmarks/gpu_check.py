@@ -20,8 +20,10 @@ the device returns at most 8 files); summary.md is printed last.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,11 +74,16 @@ def run_tests(args, budget: float) -> Phase:
     _seed_test_home()
     junit = Path("/tmp/oneml-gpu-junit.xml")
     junit.unlink(missing_ok=True)
-    cmd = ["-m", "pytest", "-m", "gpu", "tests/gpu", "tests/models/test_model_loading.py", "-q", "-rfEs"]
-    proc = _python(cmd + ["-p", "no:cacheprovider", f"--junitxml={junit}"], budget, log=args.out / "pytest.log")
-    phase.detail = _junit(junit) if junit.is_file() else {"error": _tail(proc)}
+    cmd = ["-m", "pytest", "-m", "gpu", "tests/gpu", "tests/models/test_model_loading.py", "-v", "-rfEs"]
+    cmd += ["-p", "no:cacheprovider", f"--junitxml={junit}"]
+    if importlib.util.find_spec("pytest_timeout") is not None:  # on the image: one hung test cannot take them all
+        cmd += ["--timeout", str(int(max(budget / 3, 60)))]
+    log = args.out / "pytest.log"
+    proc = _python(cmd, budget, log=log)
+    phase.detail = _junit(junit) if junit.is_file() else _verbose_outcomes(log)
     if proc.returncode == 124:
-        phase.status = "timed out"
+        d = phase.detail
+        phase.status = f"timed out after {d['passed']} passed, {d['failed']} failed, {d['skipped']} skipped"
     elif junit.is_file():
         d = phase.detail
         phase.status = f"{d['passed']} passed, {d['failed']} failed, {d['skipped']} skipped"
@@ -288,6 +295,15 @@ def _junit(path: Path) -> dict:
             failures.append(f"{case.get('classname')}.{case.get('name')}: {message}")
     skipped = sum(case.find("skipped") is not None for case in cases)
     return {"passed": len(cases) - len(failures) - skipped, "failed": len(failures), "skipped": skipped,
+            "failures": failures}  # fmt: skip
+
+
+def _verbose_outcomes(log: Path) -> dict:
+    """The outcomes pytest -v printed before it was stopped (no junit file then)."""
+    found = re.findall(r"^(\S+::\S+) (PASSED|FAILED|SKIPPED|ERROR)", log.read_text(errors="replace"), re.MULTILINE)
+    status = [outcome for _, outcome in found]
+    failures = [name for name, outcome in found if outcome in ("FAILED", "ERROR")]
+    return {"passed": status.count("PASSED"), "failed": len(failures), "skipped": status.count("SKIPPED"),
             "failures": failures}  # fmt: skip
 
 
