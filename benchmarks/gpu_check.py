@@ -274,14 +274,18 @@ def _tail(proc: subprocess.CompletedProcess) -> str:
 
 
 def _seed_test_home() -> None:
-    """The tests read the demo data from .oneml-cache/test-home (tests/conftest.py); the carried home holds it."""
+    """The tests read the demo data from .oneml-cache/test-home (tests/conftest.py); the carried home holds it.
+    Only missing files are added, and only data: the carried embedded-model folder has no weights, and a test
+    home that has the converted model must keep it (a dry run here would otherwise break the local cache)."""
     home = os.environ.get("ONEML_HOME")
-    if not home:
+    source = Path(home) / "data" if home else None
+    if source is None or not source.is_dir():
         return
-    for sub in ("data", "models"):
-        source = Path(home) / sub
-        if source.is_dir():
-            shutil.copytree(source, ROOT / ".oneml-cache" / "test-home" / sub, dirs_exist_ok=True)
+    target = ROOT / ".oneml-cache" / "test-home" / "data"
+    target.mkdir(parents=True, exist_ok=True)
+    for file in source.iterdir():
+        if not (target / file.name).exists():
+            shutil.copyfile(file, target / file.name)
 
 
 def _junit(path: Path) -> dict:
