@@ -155,8 +155,9 @@ def test_a_study_refuses_more_workers_than_gpus_before_any_trial(monkeypatch):
 
 
 def test_oneml_study_refuses_more_workers_than_gpus_in_one_line_before_recording(tmp_path, capsys, monkeypatch):
-    from clikit import run_cli
     from distkit import write_study
+
+    from clikit import run_cli
 
     monkeypatch.setattr(devices, "visible_gpus", lambda: ["0"])
     spec = write_study(tmp_path)
