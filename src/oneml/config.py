@@ -209,6 +209,10 @@ class TrainConfig(Section):
     """auto = CUDA when present, else CPU."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
+    lean_activations: bool = True
+    """Store LoRA's dropout and the gated MLP's activation as recipes for the backward pass instead of whole tensors
+    (a one-byte mask, rebuilt from tensors kept anyway): bitwise the same losses and gradients, less memory per
+    token. Off where gradient checkpointing or torch.compile is on (recorded with the reason)."""
     loss_threshold: float | None = Field(default=None, gt=0)
     """Record the first step whose training loss is at or below this (fast-convergence metric)."""
     diagnostics_every: int = Field(default=10, gt=0)
@@ -349,6 +353,8 @@ class RunConfig(Section):
         payload = {k: v for k, v in self.to_dict().items() if k not in ("tracking", "distributed")}
         for section, keys in _ADDED_LATER.items():
             payload[section] = {k: v for k, v in payload[section].items() if not (k in keys and v is None)}
+        for section, defaults in _SAME_RESULT_AT_DEFAULT.items():
+            payload[section] = {k: v for k, v in payload[section].items() if not (k in defaults and v == defaults[k])}
         d = self.distributed
         if d.world_size > 1:
             payload["distributed"] = {"world_size": d.world_size, "strategy": d.strategy}
@@ -361,6 +367,10 @@ _ADDED_LATER = {
 }
 """Keys added after runs had been recorded: left out of the identity while unset (None), so that every config
 written before them keeps its run id and a study resumes its finished runs instead of training them again."""
+
+_SAME_RESULT_AT_DEFAULT = {"train": {"lean_activations": True}}
+"""Memory switches added after runs had been recorded, whose default computes bitwise what every earlier run did:
+left out of the identity at that default so earlier run ids stay valid; the other value is part of it."""
 
 
 def _dispatch(registry: Any, value: Any, field: str) -> Any:

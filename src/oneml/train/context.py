@@ -63,6 +63,8 @@ class Setup:
     reference: PreTrainedModel | None = None
     """DPO's frozen reference copy, when the objective asked for one."""
     speed: Speed = field(default_factory=lambda: _no_speed())
+    lean_off: str = "train.lean_activations is false"
+    """Why lean activations are off for this run ("" when on: `oneml.models.lean`)."""
 
 
 def _no_speed() -> Speed:

@@ -210,7 +210,7 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
 
     from oneml.data.sources import check_sources
     from oneml.methods import MethodContext
-    from oneml.models import describe_model, load_model_and_tokenizer
+    from oneml.models import describe_model, lean, load_model_and_tokenizer
     from oneml.train.start import start_from
 
     sink = Sink()
@@ -248,10 +248,12 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
     set_seed(config.train.seed)  # the adapter's random init must not depend on what loading consumed
     model = config.method.apply(model, ctx)
     speed = config.objective.speed(model, config)
-    return Setup(model, tokenizer, data, dtype, describe_model(model), ctx, sink, reference, speed)
+    lean_off = lean.apply(model, config)
+    return Setup(model, tokenizer, data, dtype, describe_model(model), ctx, sink, reference, speed, lean_off)
 
 
 def _tags(config: RunConfig, setup: Setup, device: str) -> dict[str, str]:
+    from oneml.models import lean
     from oneml.tracking.system import hardware, package_versions, process_tags
 
     tags = {tag.RUN_ID: config.run_id, tag.CONFIG_ID: config.config_id}
@@ -265,7 +267,7 @@ def _tags(config: RunConfig, setup: Setup, device: str) -> dict[str, str]:
     tags |= {tag.WORLD_SIZE: str(d.world_size), tag.LAUNCHER: d.launcher, tag.STRATEGY: d.strategy}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
     tags |= {f"hardware.{k}": v for k, v in hardware().items()} | process_tags()
-    return tags | switches(config, setup.dtype, setup.speed) | dict(config.tracking.tags)
+    return tags | switches(config, setup.dtype, setup.speed) | lean.tags(setup.lean_off) | dict(config.tracking.tags)
 
 
 def _execute(run: RunContext) -> RunResult:
