@@ -213,6 +213,10 @@ class TrainConfig(Section):
     """Store LoRA's dropout and the gated MLP's activation as recipes for the backward pass instead of whole tensors
     (a one-byte mask, rebuilt from tensors kept anyway): bitwise the same losses and gradients, less memory per
     token. Off where gradient checkpointing or torch.compile is on (recorded with the reason)."""
+    return_memory: bool = False
+    """CPU (glibc): give the memory a step frees back to the system instead of keeping it in malloc's heap (a fixed
+    mmap threshold, process-wide): the peak follows the live tensors (1.2 GiB lower on the demo config), for page
+    faults on fresh mappings (measured ~45% more CPU time per step there, BENCHMARKS.md); no value changes."""
     loss_threshold: float | None = Field(default=None, gt=0)
     """Record the first step whose training loss is at or below this (fast-convergence metric)."""
     diagnostics_every: int = Field(default=10, gt=0)
@@ -368,7 +372,7 @@ _ADDED_LATER = {
 """Keys added after runs had been recorded: left out of the identity while unset (None), so that every config
 written before them keeps its run id and a study resumes its finished runs instead of training them again."""
 
-_SAME_RESULT_AT_DEFAULT = {"train": {"lean_activations": True}}
+_SAME_RESULT_AT_DEFAULT = {"train": {"lean_activations": True, "return_memory": False}}
 """Memory switches added after runs had been recorded, whose default computes bitwise what every earlier run did:
 left out of the identity at that default so earlier run ids stay valid; the other value is part of it."""
 

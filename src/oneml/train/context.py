@@ -65,6 +65,8 @@ class Setup:
     speed: Speed = field(default_factory=lambda: _no_speed())
     lean_off: str = "train.lean_activations is false"
     """Why lean activations are off for this run ("" when on: `oneml.models.lean`)."""
+    memory_kept: str = "train.return_memory is false"
+    """Why freed CPU memory is kept by malloc for this run ("" when returned: `oneml.train.memory`)."""
 
 
 def _no_speed() -> Speed:

@@ -211,9 +211,11 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
     from oneml.data.sources import check_sources
     from oneml.methods import MethodContext
     from oneml.models import describe_model, lean, load_model_and_tokenizer
+    from oneml.train import memory
     from oneml.train.start import start_from
 
     sink = Sink()
+    memory_kept = memory.apply(config, device)  # before loading, whose temporaries are freed memory too
     t = config.train
     ctx = MethodContext(
         max_steps=t.max_steps,
@@ -249,12 +251,14 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
     model = config.method.apply(model, ctx)
     speed = config.objective.speed(model, config)
     lean_off = lean.apply(model, config)
-    return Setup(model, tokenizer, data, dtype, describe_model(model), ctx, sink, reference, speed, lean_off)
+    sizes = describe_model(model)
+    return Setup(model, tokenizer, data, dtype, sizes, ctx, sink, reference, speed, lean_off, memory_kept)
 
 
 def _tags(config: RunConfig, setup: Setup, device: str) -> dict[str, str]:
     from oneml.models import lean
     from oneml.tracking.system import hardware, package_versions, process_tags
+    from oneml.train import memory
 
     tags = {tag.RUN_ID: config.run_id, tag.CONFIG_ID: config.config_id}
     tags |= {tag.METHOD: config.method.name, tag.MODEL: config.model.name}
@@ -267,7 +271,8 @@ def _tags(config: RunConfig, setup: Setup, device: str) -> dict[str, str]:
     tags |= {tag.WORLD_SIZE: str(d.world_size), tag.LAUNCHER: d.launcher, tag.STRATEGY: d.strategy}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
     tags |= {f"hardware.{k}": v for k, v in hardware().items()} | process_tags()
-    return tags | switches(config, setup.dtype, setup.speed) | lean.tags(setup.lean_off) | dict(config.tracking.tags)
+    tags |= switches(config, setup.dtype, setup.speed) | lean.tags(setup.lean_off) | memory.tags(setup.memory_kept)
+    return tags | dict(config.tracking.tags)
 
 
 def _execute(run: RunContext) -> RunResult:
