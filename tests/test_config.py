@@ -93,6 +93,8 @@ def test_an_unset_test_split_leaves_run_ids_as_they_were():
     for added_later in ("test_size", "test_fraction", "datasets", "max_completion_length"):  # unset: not hashed
         assert payload["data"].pop(added_later) is None
     assert payload["train"].pop("early_stopping") is None
+    assert payload["train"].pop("lean_activations") is True  # memory switches at their defaults: not hashed either
+    assert payload["train"].pop("return_memory") is False
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     assert cfg.run_id == hashlib.sha256(blob.encode()).hexdigest()[:12]  # the hash of the config without them
     with_test = load_run_config(None, ["method.r=4", "data.eval_size=8", "data.test_size=8"])
