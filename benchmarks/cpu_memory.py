@@ -95,6 +95,8 @@ def run_oneml(work: Path, steps: int, overrides: list[str], env: dict[str, str])
 
 
 def run_llamafactory(work: Path, venv: Path, steps: int, env: dict[str, str]) -> dict:
+    import yaml
+
     from oneml.data.sources import load_source_rows
     from oneml.models import ensure_embedded
 
@@ -114,9 +116,10 @@ def run_llamafactory(work: Path, venv: Path, steps: int, env: dict[str, str]) ->
         "report_to": "none", "save_strategy": "no", "preprocessing_num_workers": 1, "dataloader_num_workers": 0,
         "use_cpu": True, "include_num_input_tokens_seen": "non_padding",
     }  # fmt: skip
-    (work / "lf.json").write_text(json.dumps(config))
+    # YAML: LLaMA-Factory 0.9.5 reads a .json config with json.load on a path, which fails.
+    (work / "lf.yaml").write_text(yaml.safe_dump(config))
     (work / "lf_launch.py").write_text(LF_LAUNCHER)
-    cmd = [str(venv / "bin" / "python"), str(work / "lf_launch.py"), "train", str(work / "lf.json")]
+    cmd = [str(venv / "bin" / "python"), str(work / "lf_launch.py"), "train", str(work / "lf.yaml")]
     peak, wall = _run_sampled(cmd, env, work / "lf.log")
     state = json.loads((out / "trainer_state.json").read_text())
     results = json.loads((out / "train_results.json").read_text())
