@@ -5,7 +5,7 @@ autograd stores them in full:
 
 - LoRA's dropout. On CPU, ``F.dropout`` draws a float32 noise tensor (0 or 1/(1-p)) and stores it for the
   backward of ``x * noise``, and ``lora_A`` stores the dropped input ``x * noise`` for its weight gradient:
-  two copies of x's size per adapted layer (q, k, v and o each have their own), 24 MiB a layer at 4 x 256
+  two copies of x's size per adapted layer (q, k, v and o each have their own), 18 MiB a decoder layer at 4 x 256
   tokens of SmolLM2. Kept instead: x itself (shared by q, k and v) and a one-byte mask per layer.
 - The gated MLP's activation. ``down(act(gate(x)) * up(x))`` stores gate(x) for the activation's backward
   and act(gate(x)) for the product's: the second is rebuilt from the first.
