@@ -28,17 +28,6 @@ TINY_OVERRIDES: dict[str, list[str]] = {
     "shira": ["method.r=8"],
     "peft": ["method.type=HIRA", "method.config={r: 4, target_modules: [q_proj, v_proj]}"],  # a tuner without a file
 }
-COPY_REFERENCE = {
-    # DPO's default reference (reference: adapter) is a frozen copy of the adapter that TRL adds beside it
-    # (model.add_adapter("ref")); these methods train against a frozen copy of the model instead.
-    "full": "no adapter: DPO refuses reference: adapter in one line",
-    "bottleneck": "not a peft model: TRL looks for a reference model by the model's (empty) name",
-    "adalora": "peft's AdaLoRA holds one trainable adapter: TRL's add_adapter('ref') fails",
-    "pissa": "the 'ref' adapter runs PiSSA's init again, on the residual base: trains against a wrong base",
-    "sorsa": "the parametrized lora_A cannot be copied by name into the 'ref' adapter",
-}
-"""Methods whose DPO runs use ``objective.reference: copy``, and why the default does not work for them (until DPO
-refuses it in one line: test_dpo_default_reference_fails_for_methods_trl_cannot_copy)."""
 DATASETS = {"sft": "alpaca-demo", "preference": "dpo-demo"}
 """An objective's data kind -> a dataset of that kind (a new kind fails here, loudly, until it has one)."""
 IDS = torch.randint(0, 255, (2, 20), generator=torch.Generator().manual_seed(1))
@@ -88,7 +77,6 @@ def config(method: str, objective: str, root, *extra: str):
             "train.warmup_ratio=0",
             f"tracking.root={root}",
             *TINY_OVERRIDES.get(method, []),
-            *(["objective.reference=copy"] if objective == "dpo" and method in COPY_REFERENCE else []),
             *extra,
         ],
     )
@@ -125,25 +113,9 @@ def test_the_refusal_table_names_registered_pairs():
         assert METHODS.get(method)().objective_refusal(objective) == OBJECTIVE_REFUSALS[(method, objective)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the run does not consult MethodConfig.objective_refusal yet (train/runner.py _setup, beside "
-    "objective.check): until it does, a refused pair fails inside TRL instead",
-)
 @pytest.mark.parametrize(("method", "objective"), list(OBJECTIVE_REFUSALS))
 def test_refused_pairs_are_refused_with_their_reason_before_a_run_is_recorded(method, objective, tmp_path):
     with pytest.raises(OnemlError) as err:
         train(config(method, objective, tmp_path), progress=False)
     assert OBJECTIVE_REFUSALS[(method, objective)] in str(err.value)
     assert not any((tmp_path / "runs").glob("*"))
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="DPO's check does not refuse reference: adapter for these methods yet")
-@pytest.mark.parametrize("method", [m for m in COPY_REFERENCE if m != "full"])
-def test_dpo_default_reference_fails_for_methods_trl_cannot_copy(method, root):
-    """Each either crashes inside TRL or trains against the wrong reference (a reloaded PiSSA adapter then gives other
-    logits): a one-line refusal from DPO's check (reference: copy instead) is what should happen."""
-    cfg = config(method, "dpo", root, "objective.reference=adapter")
-    with pytest.raises(OnemlError, match="objective.reference"):
-        train(cfg, progress=False)

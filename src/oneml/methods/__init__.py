@@ -86,6 +86,15 @@ class MethodConfig(Section):
         """Why this method cannot train with ``objective`` (from `OBJECTIVE_REFUSALS`), or None."""
         return OBJECTIVE_REFUSALS.get((self.name, objective))
 
+    def frozen_copy_refusal(self) -> str | None:
+        """Why no frozen copy of this method's trained weights can be kept beside them inside the model, or None.
+
+        That copy is how TRL keeps a preference objective's reference when the policy is a peft adapter: a second
+        adapter added with the same config, the trained one's values copied into it by parameter name. It is the
+        policy at its initial state, i.e. the starting model, even for an init that changed the base (PiSSA: the
+        copy holds B0 A0 on the same residual). The end of a sentence after the method's name."""
+        return None if self.is_adapter else "trains the weights themselves: there is no adapter to copy"
+
     def check(self, ctx: MethodContext) -> None:
         """Refuse incompatible run settings with an OnemlError, before anything is loaded."""
 
@@ -138,5 +147,23 @@ OBJECTIVE_REFUSALS: dict[tuple[str, str], str] = {
 checks each refusal, and trains every other pair)."""
 
 METHODS: Registry[type[MethodConfig]] = Registry("method")
+
+
+def adapt(model: torch.nn.Module, config: Any) -> torch.nn.Module:
+    """peft's ``get_peft_model`` with the task type of ``model``: SEQ_CLS for a sequence-classification model (a
+    reward model), so that peft trains and saves its new score head with the adapter; CAUSAL_LM otherwise."""
+    from peft import get_peft_model
+
+    config.task_type = peft_task_type(model)
+    return get_peft_model(model, config)
+
+
+def peft_task_type(model: torch.nn.Module) -> str:
+    """SEQ_CLS when ``model`` is its architecture's sequence-classification class, else CAUSAL_LM."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    classifier = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(getattr(model.config, "model_type", ""))
+    return "SEQ_CLS" if type(model).__name__ == classifier else "CAUSAL_LM"
+
 
 import_submodules(__name__, __path__, skip={"targets", "diagnostics", "tuners", "listing"})  # helpers, not entries
