@@ -136,12 +136,15 @@ class MethodConfig(Section):
 
 
 _LONGER_LOGITS = (
-    "TRL's ORPO trainer scores the logits against the labels position by position, and {method} puts virtual "
-    "tokens before the input, so the logits are longer than the labels (TRL's DPO trims them; ORPO does not)"
+    "TRL's {trainer} trainer scores the logits against the labels position by position, and {method} puts virtual "
+    "tokens before the input, so the logits are longer than the labels (TRL's DPO and KTO trim them; {trainer} does "
+    "not)"
 )
+_VIRTUAL_TOKENS = {"prompt_tuning": "prompt tuning", "p_tuning": "p-tuning"}
 OBJECTIVE_REFUSALS: dict[tuple[str, str], str] = {
-    ("prompt_tuning", "orpo"): _LONGER_LOGITS.format(method="prompt tuning"),
-    ("p_tuning", "orpo"): _LONGER_LOGITS.format(method="p-tuning"),
+    (method, objective): _LONGER_LOGITS.format(trainer=trainer, method=words)
+    for method, words in _VIRTUAL_TOKENS.items()
+    for objective, trainer in (("orpo", "ORPO"), ("cpo", "CPO"), ("simpo", "CPO"))
 }
 """(method, objective) -> why the libraries cannot train that pair: the one list of refused pairs (the test matrix
 checks each refusal, and trains every other pair)."""

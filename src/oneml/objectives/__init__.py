@@ -75,6 +75,9 @@ class ObjectiveConfig(Section):
     def check(self, method: Any) -> None:
         """Refuse an incompatible method (OnemlError) before anything is loaded."""
 
+    def check_run(self, config: Any) -> None:
+        """Refuse run settings (``config``: the RunConfig) this objective cannot train with, before anything loads."""
+
     def with_head(self, model: Any) -> Any:
         """``model`` (a causal LM, as loaded) turned into the model this objective trains; the same model for "lm"."""
         return model

@@ -235,6 +235,7 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
         raise OnemlError(f"objective.name: {config.objective.name} cannot train method {config.method.name}: {refusal}")
     config.objective.check(config.method)
     check_sources(config.data)
+    config.objective.check_run(config)
     set_seed(config.train.seed)
     with console.status(f"loading {config.model.name}"):
         model, tokenizer = load_model_and_tokenizer(config.model, device=device, seed=config.train.seed)
