@@ -2,9 +2,11 @@
 through the real `oneml.train()` on a tiny Llama (2 steps).
 
 Each pair the libraries allow: the trainable weights change and the frozen ones do not; the saved result loaded onto a
-fresh base gives the trained model's logits; a mergeable method gives them merged too; with SFT the held-out loss falls.
-Each pair in `OBJECTIVE_REFUSALS` (the one list of refused pairs) is refused with its reason. The default suite trains
-every method once (SFT, the representative pair); the rest of the cross product is marked slow (`-m slow`).
+fresh base gives the trained model's logits (a reward model's scores); a mergeable method gives them merged too; with
+SFT the held-out loss falls; every objective records its held-out metrics before and after training. Each pair in
+`OBJECTIVE_REFUSALS` (the one list of refused pairs) is refused with its reason. The default suite trains every method
+once (SFT) and LoRA with each objective added since (KTO, CPO, SimPO, reward); the rest of the cross product is
+marked slow (`-m slow`).
 Method-specific math lives in each method's own tests (test_tuners.py for the peft tuners).
 """
 
@@ -28,8 +30,10 @@ TINY_OVERRIDES: dict[str, list[str]] = {
     "shira": ["method.r=8"],
     "peft": ["method.type=HIRA", "method.config={r: 4, target_modules: [q_proj, v_proj]}"],  # a tuner without a file
 }
-DATASETS = {"sft": "alpaca-demo", "preference": "dpo-demo"}
+DATASETS = {"sft": "alpaca-demo", "preference": "dpo-demo", "unpaired": "dpo-demo"}
 """An objective's data kind -> a dataset of that kind (a new kind fails here, loudly, until it has one)."""
+DEFAULT_SUITE_OBJECTIVES = ("kto", "cpo", "simpo", "reward")
+"""Objectives trained with LoRA in the default suite (besides SFT with every method)."""
 IDS = torch.randint(0, 255, (2, 20), generator=torch.Generator().manual_seed(1))
 
 
@@ -38,7 +42,8 @@ def pairs():
         for objective in OBJECTIVES.names():
             if (method, objective) in OBJECTIVE_REFUSALS:
                 continue
-            marks = () if objective == "sft" else (pytest.mark.slow,)
+            fast = objective == "sft" or (method == "lora" and objective in DEFAULT_SUITE_OBJECTIVES)
+            marks = () if fast else (pytest.mark.slow,)
             yield pytest.param(method, objective, marks=marks, id=f"{method}-{objective}")
 
 
@@ -94,12 +99,13 @@ def test_pair_trains_saves_loads_and_merges(method, objective, root):
     assert any(watch.changed[n] for n in watch.trainable), f"{method}: no trainable weight changed"
     if objective == "sft":
         assert result.metrics["eval_loss"] < result.metrics["initial_eval_loss"], method
+    assert {"eval_loss", "initial_eval_loss"} <= set(result.metrics), f"{method} x {objective}: no held-out loss"
 
     trained = result.model.eval()
     with torch.no_grad():
         expected = trained(IDS).logits
         base, _ = load_model_and_tokenizer(cfg.model, device="cpu", seed=cfg.train.seed)
-        reloaded = cfg.method.load(base, result.run_dir / "model").eval()
+        reloaded = cfg.method.load(cfg.objective.with_head(base), result.run_dir / "model").eval()
         torch.testing.assert_close(reloaded(IDS).logits, expected, atol=1e-4, rtol=1e-4)
         if cfg.method.mergeable:
             merged = cfg.method.merge(reloaded).eval()

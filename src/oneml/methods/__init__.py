@@ -145,6 +145,18 @@ OBJECTIVE_REFUSALS: dict[tuple[str, str], str] = {
     (method, objective): _LONGER_LOGITS.format(trainer=trainer, method=words)
     for method, words in _VIRTUAL_TOKENS.items()
     for objective, trainer in (("orpo", "ORPO"), ("cpo", "CPO"), ("simpo", "CPO"))
+} | {
+    (method, "reward"): (
+        f"peft runs {words} on input embeddings, where transformers cannot find a padded sequence's last real token, "
+        "so a reward model would read its score at padding"
+    )
+    for method, words in _VIRTUAL_TOKENS.items()
+}
+OBJECTIVE_REFUSALS |= {
+    ("adaption_prompt", "reward"): "peft's adaption prompts adapt causal LMs only, so the new score head cannot train",
+    ("trainable_tokens", "reward"): "peft's trainable tokens cannot train other modules, such as the new score head",
+    ("prefix", "reward"): "peft's prefix tuning needs past key values, which classification models do not take",
+    ("bottleneck", "reward"): "its adapters are oneml's own modules, which neither train nor save the new score head",
 }
 """(method, objective) -> why the libraries cannot train that pair: the one list of refused pairs (the test matrix
 checks each refusal, and trains every other pair)."""

@@ -64,8 +64,8 @@ class ObjectiveConfig(Section):
     identity_defaults: ClassVar[tuple[str, ...]] = ()
     """Keys added after runs had been recorded: left out of the run id while at their default, so that every config
     written before them keeps its run id (config.py)."""
-    summary: ClassVar[str] = ""
-    """What `oneml objectives` and the README say it needs and does, beyond the registry's one-line description."""
+    key_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """The allowed values of keys whose type does not list them (DPO's loss_type), for `oneml objectives`."""
 
     def for_method(self, method: Any) -> ObjectiveConfig:
         """This config with the defaults that depend on the method resolved (DPO's reference: auto); the run config

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from oneml.errors import OnemlError
 from oneml.objectives import OBJECTIVES, TrainerInputs
@@ -135,16 +135,15 @@ class SimPOObjective(CPOFamily):
     name: Literal["simpo"] = "simpo"
     beta: float = Field(default=2.0, gt=0)
     """Scale of the mean log-prob difference (the paper: 2.0 to 2.5)."""
-    gamma_margin: float = Field(default=1.0, ge=0, alias="gamma")
-    """Target reward margin gamma (`gamma` in YAML; the paper keeps gamma / beta near 0.5)."""
+    gamma: float = Field(default=1.0, ge=0)
+    """Target reward margin (the paper keeps gamma / beta near 0.5)."""
     cpo_alpha: float = Field(default=0.0, ge=0)
     """Weight of CPO's NLL term on the chosen answer (0 = SimPO; above 0 = CPO-SimPO)."""
 
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
     trl_loss = "simpo"
 
     def margin(self) -> float:
-        return self.gamma_margin
+        return self.gamma
 
 
 def chunked_forward(trainer, model, batch):

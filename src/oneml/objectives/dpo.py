@@ -51,6 +51,7 @@ class DPOObjective(UsesReference, PreferenceObjective):
     """One weight per loss_type when several are combined (default: 1 each)."""
 
     identity_defaults = ("loss_type", "loss_weights")
+    key_choices = {"loss_type": DPO_LOSS_TYPES}
 
     @field_validator("loss_type")
     @classmethod

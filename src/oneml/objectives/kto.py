@@ -40,6 +40,8 @@ class KTOObjective(UsesReference):
     """kto, or apo_zero_unpaired (APO-zero: no KL term; for answers better than the model's own)."""
 
     data_kind = "unpaired"  # type: ignore[assignment]
+    # Its pair accuracy exists only where its answers come in pairs; every KTO evaluation records these.
+    eval_metrics = ("eval_loss", "eval_label_accuracy", "eval_reward_margin")  # type: ignore[assignment]
 
     def check_run(self, config: Any) -> None:
         if self.loss_type == "kto" and config.train.batch_size < 2:

@@ -244,7 +244,8 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
         fault("prepare")
     if config.model.adapter:
         with console.status(f"merging the starting point {config.model.adapter}"):
-            model = start_from(model, config.model.adapter, Path(config.tracking.root).resolve(), config.model.name)
+            root = Path(config.tracking.root).resolve()
+            model = start_from(model, config.model.adapter, root, config.model.name, type(config.objective).head)
     model = config.objective.with_head(model)
     reference = config.objective.reference_model(model, config.method)
     if reference is not None:
