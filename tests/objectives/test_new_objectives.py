@@ -147,3 +147,11 @@ def test_a_reward_model_starts_from_an_sft_run(tmp_path, pairs_file):
     with torch.no_grad(), result.model.disable_adapter():  # the decoder it started from is the SFT result
         start = result.model.get_base_model().model(ids).last_hidden_state
         assert not torch.allclose(start, base.model(ids).last_hidden_state)
+
+
+def test_a_kto_run_holds_out_the_prompts_a_dpo_run_holds_out(tmp_path, pairs_file):
+    """The generation check (`oneml eval -b eos`) reads a run's held-out prompts: split by pair, KTO's are DPO's."""
+    from oneml.eval.bench.eos import held_out_prompts
+
+    kto, dpo = (config(tmp_path, pairs_file, f"objective.name={name}") for name in ("kto", "dpo"))
+    assert held_out_prompts(kto, 4) == held_out_prompts(dpo, 4) and len(held_out_prompts(kto, 4)) == 4

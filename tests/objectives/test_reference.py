@@ -123,3 +123,35 @@ def test_auto_keeps_the_run_id_of_the_old_default():
         load_run_config(None, ["objective.name=dpo"]).run_id
         == load_run_config(None, ["objective.name=dpo", "objective.reference=adapter"]).run_id
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "objective"), [("adalora", "dpo"), ("sorsa", "kto"), ("lora", "kto")])
+def test_a_precomputed_reference_is_scored_then_freed(tmp_path, monkeypatch, method, objective):
+    """AdaLoRA and SORSA keep no copy of their adapter: their precomputed reference comes from a copy of the starting
+    model, dropped once every evaluation has scored it; LoRA's comes from TRL's adapter copy (no model copy)."""
+    from oneml import train
+    from oneml.objectives.reference import UsesReference
+
+    held = []
+    scored = UsesReference.reference_scored
+
+    def watch(self, trainer):
+        held.append(trainer.ref_model is not None)
+        scored(self, trainer)
+        held.append(trainer.ref_model is not None)
+
+    monkeypatch.setattr(UsesReference, "reference_scored", watch)
+    extra = ["method.tinit=0", "method.tfinal=0", "train.max_steps=3"] if method == "adalora" else []
+    cfg = load_run_config(
+        None,
+        [
+            "model.name=tiny-llama", f"method.name={method}", f"objective.name={objective}",
+            "objective.reference=precomputed", "data.dataset=dpo-demo", "data.max_samples=16", "data.eval_size=4",
+            "data.max_length=64", "train.max_steps=2", "train.batch_size=2", f"tracking.root={tmp_path}", *extra,
+        ],
+    )  # fmt: skip
+    result = train(cfg, progress=False)
+    assert held == ([True, False] if method != "lora" else [False, False])
+    assert result.metrics["initial_eval_kl_ref"] == pytest.approx(0.0, abs=1e-5)  # the policy starts at it
+    assert result.metrics["steps"] == cfg.train.max_steps
