@@ -126,7 +126,8 @@ class CPOObjective(CPOFamily):
 
     @model_validator(mode="after")
     def _gamma(self) -> CPOObjective:
-        if "simpo_gamma" in self.model_fields_set and self.loss_type != "simpo":
+        # Against the default, not the keys given: a config read back from a run's record gives every key.
+        if self.simpo_gamma != type(self).model_fields["simpo_gamma"].default and self.loss_type != "simpo":
             raise OnemlError(f"objective.simpo_gamma: only loss_type simpo uses it, got loss_type {self.loss_type}")
         return self
 
