@@ -132,3 +132,13 @@ def test_config_round_trips_through_dict():
     cfg = load_run_config(None, ["method.r=4", "train.seed=3"])
     again = RunConfig.model_validate(cfg.to_dict())
     assert again == cfg and again.run_id == cfg.run_id
+
+
+def test_every_objective_round_trips_through_its_dict():
+    """A run's record (config.yaml) read back gives the same config and run id, whatever the objective."""
+    from oneml.objectives import OBJECTIVES
+
+    for name in OBJECTIVES.names():
+        cfg = load_run_config(None, [f"objective.name={name}"])
+        again = RunConfig.model_validate(cfg.to_dict())
+        assert again == cfg and again.run_id == cfg.run_id, name

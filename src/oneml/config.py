@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from oneml.data.formats import FORMATS
 from oneml.data.templates import LABELERS
@@ -331,6 +331,13 @@ class RunConfig(Section):
     def _objective(cls, value: Any) -> Any:
         return _dispatch(OBJECTIVES, value, "objective")
 
+    @field_validator("objective")
+    @classmethod
+    def _for_method(cls, objective: ObjectiveConfig, info: ValidationInfo) -> ObjectiveConfig:
+        """Defaults that depend on the method (DPO's reference: auto) resolved: the config records what ran."""
+        method = info.data.get("method")  # validated before the objective (field order)
+        return objective.for_method(method) if method is not None else objective
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", serialize_as_any=True)
 
@@ -359,6 +366,10 @@ class RunConfig(Section):
             payload[section] = {k: v for k, v in payload[section].items() if not (k in keys and v is None)}
         for section, defaults in _SAME_RESULT_AT_DEFAULT.items():
             payload[section] = {k: v for k, v in payload[section].items() if not (k in defaults and v == defaults[k])}
+        objective = type(self.objective)
+        for key in objective.identity_defaults:  # the objective's own keys added later, at their default
+            if key in payload["objective"] and payload["objective"][key] == _json_default(objective.model_fields[key]):
+                del payload["objective"][key]
         d = self.distributed
         if d.world_size > 1:
             payload["distributed"] = {"world_size": d.world_size, "strategy": d.strategy}
@@ -375,6 +386,13 @@ written before them keeps its run id and a study resumes its finished runs inste
 _SAME_RESULT_AT_DEFAULT = {"train": {"lean_activations": True, "return_memory": False}}
 """Memory switches added after runs had been recorded, whose default computes bitwise what every earlier run did:
 left out of the identity at that default so earlier run ids stay valid; the other value is part of it."""
+
+
+def _json_default(field: Any) -> Any:
+    """A field's default as ``to_dict`` writes it (JSON mode), to compare with a dumped value."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(field.annotation).dump_python(field.get_default(call_default_factory=True), mode="json")
 
 
 def _dispatch(registry: Any, value: Any, field: str) -> Any:

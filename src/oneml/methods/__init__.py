@@ -86,6 +86,15 @@ class MethodConfig(Section):
         """Why this method cannot train with ``objective`` (from `OBJECTIVE_REFUSALS`), or None."""
         return OBJECTIVE_REFUSALS.get((self.name, objective))
 
+    def frozen_copy_refusal(self) -> str | None:
+        """Why no frozen copy of this method's trained weights can be kept beside them inside the model, or None.
+
+        That copy is how TRL keeps a preference objective's reference when the policy is a peft adapter: a second
+        adapter added with the same config, the trained one's values copied into it by parameter name. It is the
+        policy at its initial state, i.e. the starting model, even for an init that changed the base (PiSSA: the
+        copy holds B0 A0 on the same residual). The end of a sentence after the method's name."""
+        return None if self.is_adapter else "trains the weights themselves: there is no adapter to copy"
+
     def check(self, ctx: MethodContext) -> None:
         """Refuse incompatible run settings with an OnemlError, before anything is loaded."""
 
@@ -127,16 +136,49 @@ class MethodConfig(Section):
 
 
 _LONGER_LOGITS = (
-    "TRL's ORPO trainer scores the logits against the labels position by position, and {method} puts virtual "
-    "tokens before the input, so the logits are longer than the labels (TRL's DPO trims them; ORPO does not)"
+    "TRL's {trainer} trainer scores the logits against the labels position by position, and {method} puts virtual "
+    "tokens before the input, so the logits are longer than the labels (TRL's DPO and KTO trim them; {trainer} does "
+    "not)"
 )
+_VIRTUAL_TOKENS = {"prompt_tuning": "prompt tuning", "p_tuning": "p-tuning"}
 OBJECTIVE_REFUSALS: dict[tuple[str, str], str] = {
-    ("prompt_tuning", "orpo"): _LONGER_LOGITS.format(method="prompt tuning"),
-    ("p_tuning", "orpo"): _LONGER_LOGITS.format(method="p-tuning"),
+    (method, objective): _LONGER_LOGITS.format(trainer=trainer, method=words)
+    for method, words in _VIRTUAL_TOKENS.items()
+    for objective, trainer in (("orpo", "ORPO"), ("cpo", "CPO"), ("simpo", "CPO"))
+} | {
+    (method, "reward"): (
+        f"peft runs {words} on input embeddings, where transformers cannot find a padded sequence's last real token, "
+        "so a reward model would read its score at padding"
+    )
+    for method, words in _VIRTUAL_TOKENS.items()
+}
+OBJECTIVE_REFUSALS |= {
+    ("adaption_prompt", "reward"): "peft's adaption prompts adapt causal LMs only, so the new score head cannot train",
+    ("trainable_tokens", "reward"): "peft's trainable tokens cannot train other modules, such as the new score head",
+    ("prefix", "reward"): "peft's prefix tuning needs past key values, which classification models do not take",
+    ("bottleneck", "reward"): "its adapters are oneml's own modules, which neither train nor save the new score head",
 }
 """(method, objective) -> why the libraries cannot train that pair: the one list of refused pairs (the test matrix
 checks each refusal, and trains every other pair)."""
 
 METHODS: Registry[type[MethodConfig]] = Registry("method")
+
+
+def adapt(model: torch.nn.Module, config: Any) -> torch.nn.Module:
+    """peft's ``get_peft_model`` with the task type of ``model``: SEQ_CLS for a sequence-classification model (a
+    reward model), so that peft trains and saves its new score head with the adapter; CAUSAL_LM otherwise."""
+    from peft import get_peft_model
+
+    config.task_type = peft_task_type(model)
+    return get_peft_model(model, config)
+
+
+def peft_task_type(model: torch.nn.Module) -> str:
+    """SEQ_CLS when ``model`` is its architecture's sequence-classification class, else CAUSAL_LM."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    classifier = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(getattr(model.config, "model_type", ""))
+    return "SEQ_CLS" if type(model).__name__ == classifier else "CAUSAL_LM"
+
 
 import_submodules(__name__, __path__, skip={"targets", "diagnostics", "tuners", "listing"})  # helpers, not entries

@@ -45,7 +45,7 @@ import torch
 from pydantic import Field, PositiveInt, field_validator
 
 from oneml.errors import OnemlError
-from oneml.methods import METHODS, MethodConfig, MethodContext
+from oneml.methods import METHODS, MethodConfig, MethodContext, adapt
 from oneml.methods.targets import adapted_layers, check_targets, output_head_name
 
 MUTATING_INITS = frozenset({"olora", "pissa"})
@@ -220,15 +220,13 @@ def _device_type(device: str) -> str:
 
 
 def apply(model: torch.nn.Module, cfg: LoRAConfig, ctx: MethodContext) -> torch.nn.Module:
-    from peft import get_peft_model
-
     check_targets(model, cfg.target_modules)
     initial = None
     if cfg.quantize != "none":
         if cfg.init in MUTATING_INITS:
             model, initial = _init_in_full_precision(model, cfg)
         quantize_base(model, cfg, float_storage=ctx.sharded)
-    peft_model = get_peft_model(model, cfg.peft_config(init=True if initial is not None else None))
+    peft_model = adapt(model, cfg.peft_config(init=True if initial is not None else None))
     if initial is not None:
         _set_factors(peft_model, initial)
     if cfg.init in MUTATING_INITS:
@@ -260,10 +258,9 @@ def quantize_base(model: torch.nn.Module, cfg: LoRAConfig, float_storage: bool =
 
 def _init_in_full_precision(model: torch.nn.Module, cfg: LoRAConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Run a mutating init on the float model; return the residual base and the initial A0, B0 (peft's keys)."""
-    from peft import get_peft_model
     from peft.utils import get_peft_model_state_dict
 
-    peft_model = get_peft_model(model, cfg.peft_config())
+    peft_model = adapt(model, cfg.peft_config())
     state = get_peft_model_state_dict(peft_model)
     initial = {k: v.detach().clone() for k, v in state.items() if _is_factor(k)}
     return peft_model.unload(), initial
@@ -391,7 +388,7 @@ def load(base: torch.nn.Module, path: Path, cfg: LoRAConfig) -> torch.nn.Module:
 
 def _load_residual_quantized(base: torch.nn.Module, path: Path, cfg: LoRAConfig) -> torch.nn.Module:
     """Rebuild Quant(W0 - s B0 A0) + s B A from the rank-2r file: exactly the trained model."""
-    from peft import get_peft_model, set_peft_model_state_dict
+    from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     state = load_file(str(path / "adapter_model.safetensors"))
@@ -409,7 +406,7 @@ def _load_residual_quantized(base: torch.nn.Module, path: Path, cfg: LoRAConfig)
             )
             state[key], state[f"{prefix}.lora_B.weight"] = A2[:r], B2[:, :r]
     quantize_base(base, cfg)
-    model = get_peft_model(base, cfg.peft_config(init=True))
+    model = adapt(base, cfg.peft_config(init=True))
     set_peft_model_state_dict(model, state)
     return model
 

@@ -230,8 +230,12 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
         log_json=sink.log_json,
     )
     config.method.check(ctx)
+    refusal = config.method.objective_refusal(config.objective.name)
+    if refusal:
+        raise OnemlError(f"objective.name: {config.objective.name} cannot train method {config.method.name}: {refusal}")
     config.objective.check(config.method)
     check_sources(config.data)
+    config.objective.check_run(config)
     set_seed(config.train.seed)
     with console.status(f"loading {config.model.name}"):
         model, tokenizer = load_model_and_tokenizer(config.model, device=device, seed=config.train.seed)
@@ -240,8 +244,10 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
         fault("prepare")
     if config.model.adapter:
         with console.status(f"merging the starting point {config.model.adapter}"):
-            model = start_from(model, config.model.adapter, Path(config.tracking.root).resolve(), config.model.name)
-    reference = config.objective.reference_model(model)
+            root = Path(config.tracking.root).resolve()
+            model = start_from(model, config.model.adapter, root, config.model.name, type(config.objective).head)
+    model = config.objective.with_head(model)
+    reference = config.objective.reference_model(model, config.method)
     if reference is not None:
         reference = config.method.frozen_base(reference)
     dtype = next(model.parameters()).dtype
@@ -316,6 +322,9 @@ def _execute(run: RunContext) -> RunResult:
         evaluator.prepare()
         if tester is not None:  # the reference is the starting model, so it is scored before any step
             tester.evaluator.prepare()
+        config.objective.reference_scored(trainer)
+        if getattr(trainer, "ref_model", None) is None:
+            setup.reference = None  # a reference needed only to be scored is freed before training
     with progress_bar(run.progress, console) as bar:
         if config.train.eval_before:
             metrics |= _initial_eval(run_eval, ckpt, resume is not None, console)
@@ -337,6 +346,7 @@ def _execute(run: RunContext) -> RunResult:
     metrics |= _test_scores(run, trainer, tester, tests)
     metrics |= _costs(run, trainer, timer, wall, memory)
     recorder.log_metrics(metrics, step=steps)
+    config.objective.finished(trainer)
 
     _record_and_publish(run, trainer, metrics)
     return RunResult(
