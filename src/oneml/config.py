@@ -349,6 +349,10 @@ class RunConfig(Section):
         payload = {k: v for k, v in self.to_dict().items() if k not in ("tracking", "distributed")}
         for section, keys in _ADDED_LATER.items():
             payload[section] = {k: v for k, v in payload[section].items() if not (k in keys and v is None)}
+        method_fields = type(self.method).model_fields
+        for key in type(self.method).identity_defaults:  # the method's own keys added later, at their default
+            if key in payload["method"] and payload["method"][key] == _json_default(method_fields[key]):
+                del payload["method"][key]
         d = self.distributed
         if d.world_size > 1:
             payload["distributed"] = {"world_size": d.world_size, "strategy": d.strategy}
@@ -361,6 +365,13 @@ _ADDED_LATER = {
 }
 """Keys added after runs had been recorded: left out of the identity while unset (None), so that every config
 written before them keeps its run id and a study resumes its finished runs instead of training them again."""
+
+
+def _json_default(field: Any) -> Any:
+    """A field's default as ``to_dict`` writes it (JSON mode), to compare with a dumped value."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(field.annotation).dump_python(field.get_default(call_default_factory=True), mode="json")
 
 
 def _dispatch(registry: Any, value: Any, field: str) -> Any:
