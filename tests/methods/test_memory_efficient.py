@@ -94,21 +94,24 @@ def test_lisa_trains_the_outer_parts_and_a_seeded_sample_of_layers_each_period()
     ) != sampled(30, 2, seed=0, period=1)
 
     cfg = LISAConfig(layers=1, interval=1)
-    ctx = MethodContext(seed=3)
+    ctx = MethodContext(seed=5)  # draws layer 0, 0, 1, 1, 0, 0: both ways across a switch
     model = cfg.apply(tiny(), ctx)
     optimizer = cfg.optimizer(model, 1e-2, 0.0)
     (sampling,) = cfg.callbacks(model, ctx)
-    for period in range(4):
+    drawn = []
+    for period in range(6):
         state = type("State", (), {"global_step": period})()
         sampling.on_step_begin(None, state, None, optimizer=optimizer)
         before = snapshot(model)
         step(model, optimizer)
         moved = changed(model, before)
-        layer = sampled(2, 1, seed=3, period=period)[0]
+        layer = sampled(2, 1, seed=5, period=period)[0]
+        drawn.append(layer)
         assert {n for n in moved if ".layers." in n} == {n for n in before if f".layers.{layer}." in n}
         assert {"model.embed_tokens.weight", "model.norm.weight"} <= moved  # always trained
         frozen = [p for n, p in model.named_parameters() if f".layers.{1 - layer}." in n]
         assert not any(p in optimizer.state for p in frozen)  # a layer out of the sample has no Adam state
+    assert drawn == [0, 0, 1, 1, 0, 0]
 
 
 def test_lisa_refuses_more_layers_than_the_model_has():
