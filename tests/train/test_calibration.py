@@ -72,6 +72,9 @@ def test_a_data_initialised_run_trains_logs_kappa_and_reloads(init, tmp_path):
     )
     result = train(cfg, progress=False)
     kappa = json.loads((result.run_dir / "diagnostics" / "kappa.json").read_text())
+    if init == "eva":  # the redistributed ranks are recorded (rho 2: between 0 and 2 r, r on average at most)
+        ranks = json.loads((result.run_dir / "diagnostics" / "eva_ranks.json").read_text())
+        assert set(ranks) == set(kappa["layers"]) and all(0 < r <= 8 for r in ranks.values())
     assert kappa["steps"] == [1, 2] and kappa["layers"]
     assert all(values[-1] is not None and values[-1] >= 1 for values in kappa["kappa"]), kappa  # B A != 0 by now
     ids = torch.randint(0, 255, (2, 16), generator=torch.Generator().manual_seed(0))

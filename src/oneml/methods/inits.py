@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from oneml.methods import MethodContext
     from oneml.methods.lora import LoRAConfig
 
+EVA_RANKS = "eva_ranks.json"
+"""The run's diagnostics artifact with each adapted layer's rank after EVA's redistribution."""
+
 EVA_MAX_PASSES = 50
 """EVA's incremental SVD cycles over the calibration batches until every layer's components converge; after this
 many passes over them it is stopped with an error rather than looping on (more or longer batches converge)."""
@@ -151,6 +154,8 @@ def eva(peft_model: Any, cfg: LoRAConfig, ctx: MethodContext) -> None:
         initialize_lora_eva_weights(
             peft_model, dataloader=batches, forward_fn=forward, show_progress_bar=False, gather_distributed_inputs=False
         )
+    # The ranks EVA redistributed (a layer it gave rank 0 is no longer adapted), recorded with the run.
+    ctx.log_json(EVA_RANKS, {name: layer.r[a] for name, layer, a in adapted_layers(peft_model)})
 
 
 def corda(model: torch.nn.Module, peft_cfg: Any, cfg: LoRAConfig, ctx: MethodContext) -> None:
