@@ -176,6 +176,12 @@ def corda(model: torch.nn.Module, peft_cfg: Any, cfg: LoRAConfig, ctx: MethodCon
     model.train(training)
 
 
+BEFORE_PEFT = {"corda": corda}
+"""Data-driven steps that run on the base before peft builds the adapter: (model, peft config, cfg, ctx)."""
+AFTER_PEFT = {"eva": eva}
+"""Data-driven steps that set the adapter peft built: (peft model, cfg, ctx)."""
+
+
 # --- LoftQ --------------------------------------------------------------------------------------------------------
 
 

@@ -353,11 +353,11 @@ def apply(model: torch.nn.Module, cfg: LoRAConfig, ctx: MethodContext) -> torch.
 def _initialised(model: torch.nn.Module, cfg: LoRAConfig, ctx: MethodContext, targets: list[str] | str) -> Any:
     """``get_peft_model`` with the config's init, and the data-driven steps around it (CorDA before, EVA after)."""
     peft_cfg = cfg.peft_config(targets=targets)
-    if cfg.init == "corda":
-        init_steps.corda(model, peft_cfg, cfg, ctx)
+    if cfg.init in init_steps.BEFORE_PEFT:
+        init_steps.BEFORE_PEFT[cfg.init](model, peft_cfg, cfg, ctx)
     peft_model = get_peft_model_quietly(model, peft_cfg)
-    if cfg.init == "eva":
-        init_steps.eva(peft_model, cfg, ctx)
+    if cfg.init in init_steps.AFTER_PEFT:
+        init_steps.AFTER_PEFT[cfg.init](peft_model, cfg, ctx)
     return peft_model
 
 
