@@ -52,13 +52,22 @@ def test_preference_calibration_reads_prompt_and_chosen_answer_with_the_prompt_m
         assert batches[0]["labels"][i, :n].tolist() == [-100] * kept + ids[kept:]
 
 
-@pytest.mark.parametrize("init", ["eva", pytest.param("corda", marks=pytest.mark.slow)])
-def test_a_data_initialised_run_trains_logs_kappa_and_reloads(init, tmp_path):
+@pytest.mark.parametrize(
+    ("init", "objective"),
+    [
+        ("eva", "sft"),
+        pytest.param("corda", "sft", marks=pytest.mark.slow),
+        pytest.param("eva", "dpo", marks=pytest.mark.slow),  # calibration from preference rows
+    ],
+)
+def test_a_data_initialised_run_trains_logs_kappa_and_reloads(init, objective, tmp_path):
+    dataset = {"sft": "alpaca-demo", "dpo": "dpo-demo"}[objective]
     cfg = load_run_config(
         None,
         [
             "model.name=tiny-llama",
-            "data.dataset=alpaca-demo",
+            f"objective.name={objective}",
+            f"data.dataset={dataset}",
             *SPLIT,
             f"method.init={init}",
             "method.r=4",
