@@ -118,7 +118,7 @@ def test_corda_moves_the_top_or_bottom_r_part_of_w0_c_into_the_adapter(mode):
     part = slice(0, 4) if mode == "ipm" else slice(-4, None)
     expected = U[:, part] @ torch.diag(S[part]) @ Vh[part]
     torch.testing.assert_close(s * B @ A @ C, expected, atol=1e-4, rtol=1e-3)
-    assert model.oneml_initial  # a mutating init: `save` converts back to the original base
+    assert model.oneml_initial and cfg.mutates_base() and cfg.saved_copies() == 2  # `save` converts to the original
     other = cfg.apply(tiny(), ctx(seed=1))
     assert not torch.allclose(factors(other, Q0)[0].abs(), A.abs(), atol=1e-3)  # other data, another adapter
 
