@@ -366,10 +366,11 @@ class RunConfig(Section):
             payload[section] = {k: v for k, v in payload[section].items() if not (k in keys and v is None)}
         for section, defaults in _SAME_RESULT_AT_DEFAULT.items():
             payload[section] = {k: v for k, v in payload[section].items() if not (k in defaults and v == defaults[k])}
-        objective = type(self.objective)
-        for key in objective.identity_defaults:  # the objective's own keys added later, at their default
-            if key in payload["objective"] and payload["objective"][key] == _json_default(objective.model_fields[key]):
-                del payload["objective"][key]
+        for section in ("method", "objective"):  # each method's and objective's own keys added later, at their default
+            schema = type(getattr(self, section))
+            for key in schema.identity_defaults:
+                if key in payload[section] and payload[section][key] == _json_default(schema.model_fields[key]):
+                    del payload[section][key]
         d = self.distributed
         if d.world_size > 1:
             payload["distributed"] = {"world_size": d.world_size, "strategy": d.strategy}

@@ -56,6 +56,10 @@ class MethodContext:
     """Record metrics at a step (the run's MLflow record)."""
     log_json: Callable[[str, Any], None] = field(default=_no_artifact)
     """Record a JSON artifact (e.g. a layer x step matrix) under the given file name."""
+    calibration: Callable[[int], list[dict[str, torch.Tensor]]] | None = None
+    """``calibration(n)``: the first n batches (train.batch_size rows each: input_ids, attention_mask, labels) of
+    the run's own training rows, never its eval or test rows, for data-driven inits (EVA, CorDA); None outside a
+    run."""
 
 
 class MethodConfig(Section):
@@ -73,13 +77,28 @@ class MethodConfig(Section):
     gradient_checkpointing: ClassVar[bool] = True
     """False when the method breaks with gradient checkpointing (prefix tuning's cache)."""
 
+    identity_defaults: ClassVar[tuple[str, ...]] = ()
+    """Keys added after runs had been recorded: left out of the run id while at their default, so that every config
+    written before them keeps its run id (config.py)."""
+
+    def mutates_base(self) -> bool:
+        """True when the initialisation changes the frozen base weights too (PiSSA, OLoRA, CorDA move part of W0
+        into the adapter): a copy of the adapter on the changed base is not the starting model, and the saved
+        result carries the conversion back to the original base."""
+        return False
+
     def saved_copies(self) -> int:
         """Copies of the trainable weights one save writes: 2 when the initialisation changes the base too (the
         converted residual is saved with the adapter: PiSSA, OLoRA), else 1. Sizes the free-disk check."""
-        return 1
+        return 2 if self.mutates_base() else 1
 
     def sharding_refusal(self) -> str | None:
         """Why FSDP cannot shard this method (the end of a sentence after 'fsdp cannot ...'), or None."""
+        return None
+
+    def multiprocess_refusal(self, strategy: str) -> str | None:
+        """Why this method cannot train over several processes with ``strategy`` (ddp, fsdp, zero2, zero3; the end
+        of a sentence after 'distributed.strategy: '), or None. FSDP also asks `sharding_refusal`."""
         return None
 
     def objective_refusal(self, objective: str) -> str | None:
@@ -105,6 +124,17 @@ class MethodConfig(Section):
     def optimizer_groups(self, model: torch.nn.Module, learning_rate: float) -> list[dict[str, Any]] | None:
         """Parameter groups for AdamW, or None for one group of every trainable parameter."""
         return None
+
+    def optimizer(self, model: torch.nn.Module, learning_rate: float, weight_decay: float) -> Any:
+        """The optimizer this method trains with, or None for the Trainer's AdamW over the trainable parameters.
+        By default AdamW over `optimizer_groups` when the method has its own groups (LoRA+); the memory-efficient
+        full fine-tuning methods return their package's optimizer (GaLore, APOLLO, BAdam)."""
+        groups = self.optimizer_groups(model, learning_rate)
+        if groups is None:
+            return None
+        import torch
+
+        return torch.optim.AdamW(groups, lr=learning_rate, weight_decay=weight_decay)
 
     def callbacks(self, model: torch.nn.Module, ctx: MethodContext) -> list[Any]:
         """Trainer callbacks the method needs (allocation steps, regularisers, diagnostics)."""
@@ -181,4 +211,6 @@ def peft_task_type(model: torch.nn.Module) -> str:
     return "SEQ_CLS" if type(model).__name__ == classifier else "CAUSAL_LM"
 
 
-import_submodules(__name__, __path__, skip={"targets", "diagnostics", "tuners", "listing"})  # helpers, not entries
+import_submodules(
+    __name__, __path__, skip={"targets", "diagnostics", "tuners", "listing", "inits", "lorafiles"}
+)  # helpers, not entries

@@ -12,7 +12,8 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from oneml.errors import Interrupted, OnemlError
 from oneml.tracking import layout
 from oneml.tracking import tags as tag
 from oneml.train.arguments import precision_recipe, switches, trainer_args
+from oneml.train.calibration import calibration_batches
 from oneml.train.callbacks import live_metrics, progress_bar
 from oneml.train.checkpoints import (
     StopAt,
@@ -254,7 +256,9 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
     if config.train.gradient_checkpointing:
         model.enable_input_require_grads()  # a frozen embedding would otherwise cut the graph under checkpointing
     set_seed(config.train.seed)  # the adapter's random init must not depend on what loading consumed
-    model = config.method.apply(model, ctx)
+    ctx = replace(ctx, calibration=partial(calibration_batches, data.train, tokenizer, config, device))
+    with console.status(f"applying {config.method.name}"):  # a data-driven init runs forward passes here
+        model = config.method.apply(model, ctx)
     speed = config.objective.speed(model, config)
     lean_off = lean.apply(model, config)
     sizes = describe_model(model)
@@ -412,12 +416,7 @@ def _build_trainer(run: RunContext):
     if config.train.loss_threshold is not None:
         callbacks.append(StepsToThreshold(config.train.loss_threshold, recorder.log_metrics))
     callbacks += config.method.callbacks(setup.model, setup.ctx) + list(run.callbacks)
-    groups = config.method.optimizer_groups(setup.model, config.train.learning_rate)
-    optimizer = None
-    if groups is not None:
-        import torch
-
-        optimizer = torch.optim.AdamW(groups, lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
+    optimizer = config.method.optimizer(setup.model, config.train.learning_rate, config.train.weight_decay)
     output_dir = ckpt if ckpt is not None else run.staging / "trainer"
     inputs = TrainerInputs(
         model=setup.model,
