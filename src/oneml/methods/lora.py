@@ -265,6 +265,10 @@ class LoRAConfig(MethodConfig):
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
         return merge(model)
 
+    def frozen_base(self, model: torch.nn.Module) -> torch.nn.Module:
+        # The starting model's weights (W0, before any mutating init), quantized as the policy's base is.
+        return quantize_base(model, self) if self.quantize != "none" else model
+
 
 # --- checks -------------------------------------------------------------------------------------------------------
 
