@@ -24,8 +24,9 @@ from oneml.distributed import world as worlds
 from oneml.errors import Interrupted, OnemlError
 from oneml.tracking import layout
 from oneml.tracking import tags as tag
+from oneml.train import speedups
 from oneml.train.arguments import precision_recipe, switches, trainer_args
-from oneml.train.callbacks import live_metrics, progress_bar
+from oneml.train.callbacks import compile_metrics, live_metrics, progress_bar
 from oneml.train.checkpoints import (
     StopAt,
     checkpoint_dir,
@@ -129,6 +130,7 @@ def train(
     device = resolve_device(config.train.device)
     devices.check_one_device(world.size, worlds.launched(), device)
     strategies.check(config, device)
+    speedups.check(config, device)
     strategies.prepare(config, device)
     if world.is_main:  # a tracking server that does not answer fails now, not after the model has loaded
         check_server(resolve_tracking_uri(config.tracking.uri, config.tracking.root), "tracking.uri")
@@ -239,6 +241,10 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
     if config.model.adapter:
         with console.status(f"merging the starting point {config.model.adapter}"):
             model = start_from(model, config.model.adapter, Path(config.tracking.root).resolve(), config.model.name)
+    from oneml.models import attention
+
+    attention.apply(model, config.model.attn_implementation, device)  # before DPO's reference copies the model
+    speedups.apply_kernels(model, config.train.kernels)
     reference = config.objective.reference_model(model)
     if reference is not None:
         reference = config.method.frozen_base(reference)
@@ -248,6 +254,8 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
     set_seed(config.train.seed)  # the adapter's random init must not depend on what loading consumed
     model = config.method.apply(model, ctx)
     speed = config.objective.speed(model, config)
+    if config.train.compile == "regional":
+        speedups.compile_regions(model)
     return Setup(model, tokenizer, data, dtype, describe_model(model), ctx, sink, reference, speed)
 
 
@@ -265,7 +273,9 @@ def _tags(config: RunConfig, setup: Setup, device: str) -> dict[str, str]:
     tags |= {tag.WORLD_SIZE: str(d.world_size), tag.LAUNCHER: d.launcher, tag.STRATEGY: d.strategy}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
     tags |= {f"hardware.{k}": v for k, v in hardware().items()} | process_tags()
-    return tags | switches(config, setup.dtype, setup.speed) | dict(config.tracking.tags)
+    own_groups = config.method.optimizer_groups(setup.model, config.train.learning_rate) is not None
+    optimizer = speedups.optimizer_in_use(config.train.optim, own_groups)
+    return tags | switches(config, setup.dtype, setup.speed, optimizer) | dict(config.tracking.tags)
 
 
 def _execute(run: RunContext) -> RunResult:
@@ -356,7 +366,7 @@ def _costs(run: RunContext, trainer, timer, wall: float, memory) -> dict[str, fl
     metrics = run.setup.sizes | memory.metrics() | worlds.batch_sizes(run.config)
     metrics |= timer.throughput(tokens) | {"train_wall_seconds": wall, "train_tokens": tokens}
     metrics["steps"] = float(trainer.state.global_step)
-    return metrics
+    return metrics | compile_metrics(trainer)
 
 
 def _record_and_publish(run: RunContext, trainer, metrics: dict[str, float]) -> None:
@@ -385,7 +395,7 @@ def _record_and_publish(run: RunContext, trainer, metrics: dict[str, float]) -> 
 def _build_trainer(run: RunContext):
     from oneml.objectives import TrainerInputs
     from oneml.train import hooks
-    from oneml.train.callbacks import MlflowMetrics, StepTimer
+    from oneml.train.callbacks import CompileClock, MlflowMetrics, StepTimer
     from oneml.train.early_stopping import EarlyStopping
     from oneml.train.monitors import EarlyLogging, StepsToThreshold, StopOnNonFinite
 
@@ -394,13 +404,14 @@ def _build_trainer(run: RunContext):
     callbacks: list[Any] = [MlflowMetrics(recorder), timer, EarlyLogging(), StopOnNonFinite()]
     if config.train.loss_threshold is not None:
         callbacks.append(StepsToThreshold(config.train.loss_threshold, recorder.log_metrics))
+    if config.train.compile is not False:
+        callbacks.append(CompileClock())  # compile_seconds and the steady rate, apart
     callbacks += config.method.callbacks(setup.model, setup.ctx) + list(run.callbacks)
     groups = config.method.optimizer_groups(setup.model, config.train.learning_rate)
     optimizer = None
     if groups is not None:
-        import torch
-
-        optimizer = torch.optim.AdamW(groups, lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
+        t = config.train
+        optimizer = speedups.build_optimizer(t.optim, groups, t.learning_rate, t.weight_decay)
     output_dir = ckpt if ckpt is not None else run.staging / "trainer"
     inputs = TrainerInputs(
         model=setup.model,
