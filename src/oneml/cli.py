@@ -175,6 +175,26 @@ def methods_cmd(
     out.print("Also: method: {name: peft, type: <PeftType>, config: {...}} trains any other peft tuner.")
 
 
+@app.command("objectives")
+def objectives_cmd(
+    markdown: bool = typer.Option(False, "--markdown", help="Print the README's objective table (Markdown) instead."),
+):
+    """List the training objectives: the data each needs, its reference, what it trains, its keys."""
+    from oneml.objectives.listing import markdown as table_markdown
+    from oneml.objectives.listing import rows
+
+    if markdown:
+        sys.stdout.write(table_markdown())
+        return
+    table = Table("name", "data", "reference", "trains", "keys", "what")
+    for r in rows():
+        table.add_row(r.name, r.data, r.reference, r.result, escape(", ".join(r.keys) or "-"), escape(r.what))
+    print_table(out, table)
+    for r in rows():
+        if r.refused:
+            out.print(escape(f"{r.name}: not with {', '.join(r.refused)} (`oneml methods` says why)"))
+
+
 @app.command("benchmarks")
 def benchmarks_cmd():
     """List the benchmarks of `oneml eval`, and the instruction types ifeval scores."""

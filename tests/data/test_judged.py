@@ -126,9 +126,19 @@ def test_kto_rows_are_detected_and_prepared_as_unpaired_examples(tmp_path, tok, 
 
 
 def test_preference_pairs_unpair_into_kto_examples(tok):
-    data = prepare_unpaired(DataConfig(dataset="dpo-demo", max_samples=40, eval_size=4, max_length=100_000), tok)
-    assert data.stats["rows"] == 300 and data.stats["train_rows"] + data.stats["eval_rows"] == 40
-    assert data.stats["desirable"] > 0 and data.stats["undesirable"] > 0  # both sides of the pairs
+    """Each pair gives two examples, split by pair: the held-out pairs are the ones DPO holds out on the same data,
+    side by side (chosen first); no training example shares a prompt with a held-out one."""
+    cfg = DataConfig(dataset="dpo-demo", max_samples=40, eval_size=4, max_length=100_000)
+    data = prepare_unpaired(cfg, tok)
+    assert data.stats["rows"] == 300 and (data.stats["train_rows"], data.stats["eval_rows"]) == (72, 8)
+    assert data.stats["desirable"] == data.stats["undesirable"] == 36  # both sides of every training pair
+    assert data.eval["label"] == [True, False] * 4
+    pairs = prepare_preference(cfg, tok).eval
+    assert data.eval["prompt"][::2] == pairs["prompt"] and data.eval["completion"][::2] == pairs["chosen"]
+    assert data.eval["completion"][1::2] == pairs["rejected"]
+    assert not set(data.train["prompt"]) & set(data.eval["prompt"])
+    neighbours = zip(data.train["prompt"], data.train["prompt"][1:], strict=False)
+    assert sum(a == b for a, b in neighbours) < 10  # shuffled: TRL's KL term pairs each example with its neighbour
 
 
 def test_a_kto_label_must_be_a_boolean(tmp_path, tok, demo):

@@ -2,9 +2,11 @@
 through the real `oneml.train()` on a tiny Llama (2 steps).
 
 Each pair the libraries allow: the trainable weights change and the frozen ones do not; the saved result loaded onto a
-fresh base gives the trained model's logits; a mergeable method gives them merged too; with SFT the held-out loss falls.
-Each pair in `OBJECTIVE_REFUSALS` (the one list of refused pairs) is refused with its reason. The default suite trains
-every method once (SFT, the representative pair); the rest of the cross product is marked slow (`-m slow`).
+fresh base gives the trained model's logits (a reward model's scores); a mergeable method gives them merged too; with
+SFT the held-out loss falls; every objective records its held-out metrics before and after training. Each pair in
+`OBJECTIVE_REFUSALS` (the one list of refused pairs) is refused with its reason. The default suite trains every method
+once (SFT) and LoRA with each objective added since (KTO, CPO, SimPO, reward); the rest of the cross product is
+marked slow (`-m slow`).
 Method-specific math lives in each method's own tests (test_tuners.py for the peft tuners).
 """
 
@@ -28,19 +30,10 @@ TINY_OVERRIDES: dict[str, list[str]] = {
     "shira": ["method.r=8"],
     "peft": ["method.type=HIRA", "method.config={r: 4, target_modules: [q_proj, v_proj]}"],  # a tuner without a file
 }
-COPY_REFERENCE = {
-    # DPO's default reference (reference: adapter) is a frozen copy of the adapter that TRL adds beside it
-    # (model.add_adapter("ref")); these methods train against a frozen copy of the model instead.
-    "full": "no adapter: DPO refuses reference: adapter in one line",
-    "bottleneck": "not a peft model: TRL looks for a reference model by the model's (empty) name",
-    "adalora": "peft's AdaLoRA holds one trainable adapter: TRL's add_adapter('ref') fails",
-    "pissa": "the 'ref' adapter runs PiSSA's init again, on the residual base: trains against a wrong base",
-    "sorsa": "the parametrized lora_A cannot be copied by name into the 'ref' adapter",
-}
-"""Methods whose DPO runs use ``objective.reference: copy``, and why the default does not work for them (until DPO
-refuses it in one line: test_dpo_default_reference_fails_for_methods_trl_cannot_copy)."""
-DATASETS = {"sft": "alpaca-demo", "preference": "dpo-demo"}
+DATASETS = {"sft": "alpaca-demo", "preference": "dpo-demo", "unpaired": "dpo-demo"}
 """An objective's data kind -> a dataset of that kind (a new kind fails here, loudly, until it has one)."""
+DEFAULT_SUITE_OBJECTIVES = ("kto", "cpo", "simpo", "reward")
+"""Objectives trained with LoRA in the default suite (besides SFT with every method)."""
 IDS = torch.randint(0, 255, (2, 20), generator=torch.Generator().manual_seed(1))
 
 
@@ -49,7 +42,8 @@ def pairs():
         for objective in OBJECTIVES.names():
             if (method, objective) in OBJECTIVE_REFUSALS:
                 continue
-            marks = () if objective == "sft" else (pytest.mark.slow,)
+            fast = objective == "sft" or (method == "lora" and objective in DEFAULT_SUITE_OBJECTIVES)
+            marks = () if fast else (pytest.mark.slow,)
             yield pytest.param(method, objective, marks=marks, id=f"{method}-{objective}")
 
 
@@ -88,7 +82,6 @@ def config(method: str, objective: str, root, *extra: str):
             "train.warmup_ratio=0",
             f"tracking.root={root}",
             *TINY_OVERRIDES.get(method, []),
-            *(["objective.reference=copy"] if objective == "dpo" and method in COPY_REFERENCE else []),
             *extra,
         ],
     )
@@ -106,12 +99,13 @@ def test_pair_trains_saves_loads_and_merges(method, objective, root):
     assert any(watch.changed[n] for n in watch.trainable), f"{method}: no trainable weight changed"
     if objective == "sft":
         assert result.metrics["eval_loss"] < result.metrics["initial_eval_loss"], method
+    assert {"eval_loss", "initial_eval_loss"} <= set(result.metrics), f"{method} x {objective}: no held-out loss"
 
     trained = result.model.eval()
     with torch.no_grad():
         expected = trained(IDS).logits
         base, _ = load_model_and_tokenizer(cfg.model, device="cpu", seed=cfg.train.seed)
-        reloaded = cfg.method.load(base, result.run_dir / "model").eval()
+        reloaded = cfg.method.load(cfg.objective.with_head(base), result.run_dir / "model").eval()
         torch.testing.assert_close(reloaded(IDS).logits, expected, atol=1e-4, rtol=1e-4)
         if cfg.method.mergeable:
             merged = cfg.method.merge(reloaded).eval()
@@ -125,25 +119,9 @@ def test_the_refusal_table_names_registered_pairs():
         assert METHODS.get(method)().objective_refusal(objective) == OBJECTIVE_REFUSALS[(method, objective)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the run does not consult MethodConfig.objective_refusal yet (train/runner.py _setup, beside "
-    "objective.check): until it does, a refused pair fails inside TRL instead",
-)
 @pytest.mark.parametrize(("method", "objective"), list(OBJECTIVE_REFUSALS))
 def test_refused_pairs_are_refused_with_their_reason_before_a_run_is_recorded(method, objective, tmp_path):
     with pytest.raises(OnemlError) as err:
         train(config(method, objective, tmp_path), progress=False)
     assert OBJECTIVE_REFUSALS[(method, objective)] in str(err.value)
     assert not any((tmp_path / "runs").glob("*"))
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="DPO's check does not refuse reference: adapter for these methods yet")
-@pytest.mark.parametrize("method", [m for m in COPY_REFERENCE if m != "full"])
-def test_dpo_default_reference_fails_for_methods_trl_cannot_copy(method, root):
-    """Each either crashes inside TRL or trains against the wrong reference (a reloaded PiSSA adapter then gives other
-    logits): a one-line refusal from DPO's check (reference: copy instead) is what should happen."""
-    cfg = config(method, "dpo", root, "objective.reference=adapter")
-    with pytest.raises(OnemlError, match="objective.reference"):
-        train(cfg, progress=False)

@@ -1,4 +1,5 @@
-"""DPO and ORPO losses against their formulas on fixed tensors, and against TRL's own computation."""
+"""The preference losses against their formulas on fixed tensors (DPO, ORPO, KTO, CPO/SimPO, Bradley-Terry), CPO's
+against TRL's own, and the DPO loss types against the ones TRL documents."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from oneml.objectives.losses import dpo_loss, log_odds, orpo_loss
+from oneml.objectives.losses import bradley_terry_loss, cpo_loss, dpo_loss, kto_loss, log_odds, orpo_loss
 
 
 def sigmoid(x: float) -> float:
@@ -61,3 +62,52 @@ def test_preference_accuracy_counts_ties_as_half():
     assert preference_accuracy(torch.zeros(8)) == 0.5
     assert preference_accuracy(torch.tensor([1.0, -1.0, 0.0, 2.0])) == 0.625
     assert preference_accuracy(torch.tensor([0.3, 0.1])) == 1.0
+
+
+def test_kto_loss_matches_formula():
+    policy, ref = torch.tensor([-10.0, -4.0, -7.0]), torch.tensor([-11.0, -4.5, -6.0])
+    desirable = torch.tensor([True, False, False])
+    beta, w_d, w_u, kl = 0.2, 1.5, 0.5, torch.tensor(0.3)
+    loss, reward = kto_loss(policy, ref, desirable, kl, beta, w_d, w_u)
+    for i in range(3):
+        r = (policy[i] - ref[i]).item()
+        want = w_d * (1 - sigmoid(beta * (r - 0.3))) if desirable[i] else w_u * (1 - sigmoid(beta * (0.3 - r)))
+        assert loss[i].item() == pytest.approx(want, rel=1e-6) and reward[i].item() == pytest.approx(beta * r)
+    # z0 is clamped at 0: a negative KL estimate counts as none; APO-zero ignores it.
+    assert torch.equal(kto_loss(policy, ref, desirable, torch.tensor(-2.0), beta)[0],
+                       kto_loss(policy, ref, desirable, torch.tensor(0.0), beta)[0])  # fmt: skip
+    apo, _ = kto_loss(policy, ref, desirable, kl, beta, loss_type="apo_zero_unpaired")
+    assert apo[1].item() == pytest.approx(sigmoid(beta * (policy[1] - ref[1]).item()), rel=1e-6)
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo", "simpo"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cpo_loss_is_trls(loss_type, smoothing):
+    from types import SimpleNamespace
+
+    from trl.experimental.cpo import CPOTrainer
+
+    chosen, rejected = torch.tensor([-3.0, -1.2, -0.4]), torch.tensor([-2.5, -2.0, -0.9])
+    smoothing = smoothing if loss_type in ("sigmoid", "simpo") else 0.0
+    fake = SimpleNamespace(alpha=0.0, beta=0.7, loss_type=loss_type, label_smoothing=smoothing, simpo_gamma=0.4,
+                           accelerator=SimpleNamespace(device="cpu"))  # fmt: skip
+    want, *_ = CPOTrainer.cpo_loss(fake, chosen, rejected)
+    torch.testing.assert_close(cpo_loss(chosen, rejected, 0.7, loss_type, smoothing, 0.4), want)
+
+
+def test_bradley_terry_loss_matches_formula():
+    chosen, rejected = torch.tensor([1.0, -0.5]), torch.tensor([0.2, 0.5])
+    for i, got in enumerate(bradley_terry_loss(chosen, rejected)):
+        assert got.item() == pytest.approx(-math.log(sigmoid((chosen[i] - rejected[i]).item())), rel=1e-6)
+
+
+def test_dpo_loss_types_are_the_ones_trl_documents():
+    """DPOConfig's loss_type help lists its losses; an upgrade that adds or drops one fails here."""
+    import re
+
+    from trl import DPOConfig
+
+    from oneml.objectives.dpo import DPO_LOSS_TYPES
+
+    documented = re.findall(r"`'(\w+)'`", DPOConfig.__dataclass_fields__["loss_type"].metadata["help"])
+    assert sorted(documented) == sorted(DPO_LOSS_TYPES)

@@ -153,9 +153,10 @@ def test_host_counts_need_no_device_round_trip_in_one_process():
 
 
 def test_dpo_adapter_reference_needs_an_adapter_method(tmp_path, pairs_file):
-    cfg = pref_config(tmp_path, pairs_file, "objective.name=dpo", "method=full")
-    with pytest.raises(OnemlError, match="objective.reference: 'adapter' needs an adapter method"):
+    cfg = pref_config(tmp_path, pairs_file, "objective.name=dpo", "method=full", "objective.reference=adapter")
+    with pytest.raises(OnemlError, match="objective.reference: 'adapter' keeps a frozen copy of the method's adapter"):
         train(cfg, progress=False)
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_sft_then_dpo_starts_from_the_sft_result(tmp_path, pairs_file):

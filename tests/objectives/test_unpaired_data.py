@@ -1,5 +1,5 @@
-"""The data side of KTO, before its objective exists: the existing objectives refuse unpaired rows in one line that
-says what they need, and TRL's KTOTrainer trains on what `prepare_unpaired` makes (prompt/completion/label)."""
+"""The data side of KTO: the objectives for pairs and SFT refuse unpaired rows in one line that points at kto, and
+TRL's KTOTrainer trains on what `prepare_unpaired` makes (prompt/completion/label)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def kto_file(tmp_path, shared_data):
 def test_existing_objectives_refuse_unpaired_rows_with_a_pointer(kto_file, objective, expected):
     with pytest.raises(OnemlError, match=expected) as err:
         OBJECTIVES.get(objective)().prepare(DataConfig(dataset=kto_file), byte_tokenizer())
-    assert "\n" not in str(err.value) and "(KTO)" in str(err.value)
+    assert "\n" not in str(err.value) and "(objective: kto)" in str(err.value)
 
 
 def test_trl_kto_trainer_trains_on_prepared_unpaired_data(tmp_path, kto_file):

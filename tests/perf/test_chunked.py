@@ -1,5 +1,5 @@
 """The chunked LM head equals the unfused computation (full logits, log-softmax) in loss and gradients, fp32:
-for the bare function, and for SFT, DPO and ORPO through a tiny model."""
+for the bare function, and for SFT, DPO, ORPO and CPO/SimPO through a tiny model."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from oneml.models.lm_head import (
     install_chunked_head,
     unsupported_reason,
 )
-from oneml.objectives.losses import dpo_loss, orpo_loss
+from oneml.objectives.losses import cpo_loss, dpo_loss, orpo_loss
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 
@@ -166,6 +166,40 @@ def test_orpo_chunked_forward_equals_trls_logits_path(lora_pair):
         ("chunked", ours, chunked),
     ):
         loss = orpo_loss(nll, chosen, rejected, lam=0.1)[0].mean()
+        losses[name] = (loss, chosen, rejected, nll, trainable_grads(model, loss))
+    for i in range(4):
+        torch.testing.assert_close(losses["chunked"][i], losses["plain"][i], **TOL)
+    for got, want in zip(losses["chunked"][4], losses["plain"][4], strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+@pytest.mark.parametrize(("loss_type", "alpha"), [("sigmoid", 1.0), ("simpo", 0.0), ("ipo", 0.5)])
+def test_cpo_chunked_forward_equals_trls_logits_path(lora_pair, loss_type, alpha):
+    """Summed (sigmoid) or token-mean (simpo, ipo) completion log-probs, and the NLL of the chosen answers."""
+    from types import SimpleNamespace
+
+    from trl.experimental.cpo import CPOTrainer
+
+    from oneml.objectives.cpo import chunked_forward
+
+    plain, chunked = lora_pair
+    ids, mask, labels = batch()
+    rows = {"chosen": (ids[:2], mask[:2], labels[:2]), "rejected": (ids[1:], mask[1:], labels[1:])}
+    batch_ = {
+        f"{side}_{k}": v
+        for side, t in rows.items()
+        for k, v in zip(("input_ids", "attention_mask", "labels"), t, strict=True)
+    }
+    fake = SimpleNamespace(
+        concatenated_inputs=CPOTrainer.concatenated_inputs, pad_token_id=0, is_encoder_decoder=False,
+        accelerator=SimpleNamespace(device="cpu"), aux_loss_enabled=False, get_batch_logps=CPOTrainer.get_batch_logps,
+        loss_type=loss_type, cpo_alpha=alpha,
+    )  # fmt: skip
+    ref = CPOTrainer.concatenated_forward(fake, plain, batch_)  # TRL's own: full (2B, T, V) logits
+    ours = chunked_forward(fake, chunked, batch_)
+    losses = {}
+    for name, (chosen, rejected, _, _, nll), model in (("plain", ref, plain), ("chunked", ours, chunked)):
+        loss = (cpo_loss(chosen, rejected, 0.5, loss_type) + alpha * nll).mean()
         losses[name] = (loss, chosen, rejected, nll, trainable_grads(model, loss))
     for i in range(4):
         torch.testing.assert_close(losses["chunked"][i], losses["plain"][i], **TOL)

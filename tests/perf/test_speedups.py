@@ -73,7 +73,36 @@ def test_a_methods_own_groups_get_the_configured_optimizer():
         fused.defaults["fused"] is True
         and speedups.build_optimizer("auto", groups, 1e-3, 0.0).defaults["fused"] is None
     )
-    assert speedups.optimizer_in_use("auto", own_groups=True) == "adamw_torch"
+    model, _ = load_model_and_tokenizer("tiny-llama")
+    for name, extra in (("loraplus", []), ("lisa", ["method.layers=1"])):  # LoRA+'s groups, LISA's every parameter
+        cfg = load_run_config(None, [*BASE, f"method.name={name}", *extra, "train.optim=adafactor"])
+        applied = cfg.method.apply(model, _context()) if name == "loraplus" else model
+        build = speedups.OPTIMIZERS.get(cfg.train.optim).build
+        built = cfg.method.optimizer(applied, 1e-3, 0.0, build)
+        assert type(built).__name__ == "Adafactor", name
+        auto = load_run_config(None, [*BASE, f"method.name={name}", *extra])
+        assert speedups.optimizer_in_use("auto", auto.method, applied, 1e-3) == "adamw_torch"  # as recorded before
+        if name == "loraplus":
+            model, _ = load_model_and_tokenizer("tiny-llama")
+    lora = load_run_config(None, BASE)
+    assert speedups.optimizer_in_use("adafactor", lora.method, model, 1e-3) == "adafactor"
+
+
+def test_a_method_with_its_own_optimizer_records_it_and_refuses_another(tmp_path):
+    pytest.importorskip("galore_torch")
+    cfg = load_run_config(None, [*BASE, "method.name=galore"])
+    assert speedups.optimizer_in_use("auto", cfg.method, None, 1e-3) == "galore_adamw"
+    refused = load_run_config(None, [*BASE, "method.name=galore", "train.optim=adafactor", f"tracking.root={tmp_path}"])
+    with pytest.raises(OnemlError) as err:
+        train(refused, progress=False)
+    assert str(err.value).startswith("train.optim: method galore trains with its own optimizer (galore_adamw)")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def _context():
+    from oneml.methods import MethodContext
+
+    return MethodContext()
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,55 @@ CASES = [
         "needs paired rows (chosen/rejected); ",
     ),
     (
+        "unknown DPO loss type, the allowed ones listed",
+        {},
+        ["--set", "objective.name=dpo", "--set", "objective.loss_type=ipoo"],
+        "objective.loss_type: must be one of sigmoid, hinge, ipo, exo_pair,",
+    ),
+    (
+        "DPO loss weights that do not match the loss types",
+        {},
+        ["--set", "objective.name=dpo", "--set", "objective.loss_type=[ipo,sft]"]
+        + ["--set", "objective.loss_weights=[1]"],
+        "objective.loss_weights: needs one weight per loss_type (2), got 1",
+    ),
+    (
+        "KTO on SFT data",
+        {},
+        ["--set", "objective.name=kto", "--set", "data.dataset=alpaca-demo"],
+        "data.dataset: kto needs answers labelled desirable or not (label), or preference pairs",
+    ),
+    (
+        "CPO on unpaired KTO rows",
+        {"d.jsonl": _jsonl([{"prompt": "q", "completion": "a", "label": True}] * 4)},
+        ["--set", "data.dataset={dir}/d.jsonl", "--set", "objective.name=cpo"],
+        "(objective: kto)",
+    ),
+    (
+        "KTO with one example per batch",
+        {},
+        ["--set", "objective.name=kto", "--set", "data.dataset=dpo-demo", "--set", "train.batch_size=1"],
+        "train.batch_size: KTO estimates its KL term from the other answers of a batch",
+    ),
+    (
+        "reward model with a method that cannot train its score head",
+        {},
+        ["--set", "objective.name=reward", "--set", "data.dataset=dpo-demo", "--set", "method={name: bottleneck}"],
+        "objective.name: reward cannot train method bottleneck: its adapters are oneml's own modules",
+    ),
+    (
+        "DPO adapter reference for a method without a copyable adapter",
+        {},
+        ["--set", "objective.name=dpo", "--set", "method={name: full}", "--set", "objective.reference=adapter"],
+        "objective.reference: 'adapter' keeps a frozen copy of the method's adapter, and full trains the weights",
+    ),
+    (
+        "SimPO's gamma on CPO's sigmoid loss",
+        {},
+        ["--set", "objective.name=cpo", "--set", "objective.simpo_gamma=1"],
+        "objective.simpo_gamma: only loss_type simpo uses it",
+    ),
+    (
         "dataset and datasets both",
         {},
         ["--set", "data.dataset=alpaca-demo", "--set", "data.datasets=[{dataset: gsm8k}]"],

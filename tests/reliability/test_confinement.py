@@ -42,7 +42,8 @@ def test_hostile_run_experiment_and_tag_names_write_nothing_outside_the_root(tmp
     train(cfg, progress=False)
     assert [p.name for p in tmp_path.iterdir()] == ["root"]  # nothing beside the root
     assert not [p for p in tree(tmp_path) if "escaped" in p]  # no file or folder took any of the names
-    assert sorted(p.name for p in root.iterdir()) == ["artifacts", "mlflow.db", "runs"]
+    # the store, its creation lock (tracking/store.py), the artifacts and the runs: nothing else
+    assert sorted(p.name for p in root.iterdir()) == ["artifacts", "mlflow.db", "mlflow.db.lock", "runs"]
     client = MlflowClient(resolve_tracking_uri(None, root))  # the names are kept, as values in the store
     (run,) = client.search_runs([client.get_experiment_by_name("../../escaped-experiment").experiment_id])
     assert run.info.run_name == "../../escaped-run" and run.data.tags["../escaped-tag"] == "../../x"

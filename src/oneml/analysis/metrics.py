@@ -43,6 +43,8 @@ _QUALITY = (
     Metric("eval_token_accuracy", "token accuracy", True),
     Metric("eval_preference_accuracy", "preference accuracy", True),
     Metric("eval_reward_margin", "reward margin", True),
+    Metric("eval_logp_accuracy", "log-prob accuracy", True),
+    Metric("eval_label_accuracy", "label accuracy", True),
 )
 # The test twins are derived, not written out again: the same direction and format, "test loss", "test perplexity".
 _TEST = tuple(

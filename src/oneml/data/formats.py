@@ -362,7 +362,9 @@ def to_pairs(rows: list[Row], fmt: str, dataset: str) -> Converted:
 
 
 def to_unpaired(rows: list[Row], fmt: str, dataset: str) -> Converted:
-    """Unpaired examples (KTO); those with an empty prompt or answer are skipped (counted per row)."""
+    """Unpaired examples (KTO), grouped by row: a pair's two answers are one item, so that a split keeps them together
+    (the held-out pairs are then the ones a DPO run on the same data holds out). A row with an empty prompt or answer
+    is skipped (counted)."""
     convert = FORMATS.get(fmt).to_unpaired
     if convert is None:
         judged = [e.name for e in FORMATS.entries() if e.value.to_unpaired is not None]
@@ -373,5 +375,5 @@ def to_unpaired(rows: list[Row], fmt: str, dataset: str) -> Converted:
         if any(not any(m["content"].strip() for m in e.prompt) or not e.completion.strip() for e in examples):
             out.skipped_empty += 1
         else:
-            out.items.extend(examples)
+            out.items.append(examples)
     return out

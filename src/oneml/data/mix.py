@@ -2,8 +2,8 @@
 
 Each source is read, its format resolved (its own ``format``, else data.format, else the catalogue's, else
 detected from its first row) and converted to the examples the objective needs: conversations (sft),
-preference pairs (dpo, orpo) or unpaired examples (KTO). A source whose rows cannot serve that objective is
-refused in one line that says what it has and what is needed.
+preference pairs (dpo, orpo, cpo, simpo, reward) or unpaired examples (kto, grouped by row). A source whose rows
+cannot serve that objective is refused in one line that says what it has and what is needed.
 
 A mix takes each source's usable examples in a seeded order (``data.split_seed``; ``max_samples`` cuts it) and
 draws from them in proportion to the weights, without repeating an example:
@@ -140,13 +140,14 @@ def refuse_unfit(fmt: str, kind: str, dataset: str, objective: str | None) -> No
     if kind == "sft" and spec.to_conversation is None:
         raise OnemlError(
             f"data.dataset: {objective or 'sft'} needs conversations that end in an answer; {dataset} has unpaired "
-            "KTO rows (label), which need an objective for unpaired data (KTO)"
+            "KTO rows (label), which need an objective for unpaired data (objective: kto)"
         )
     if kind == "preference" and spec.to_pair is None:
         if unpaired_only:
             raise OnemlError(
                 f"data.dataset: {objective or 'this objective'} needs paired rows (chosen/rejected); {dataset} has "
-                "unpaired KTO rows (label); use an objective for unpaired data (KTO), or a file with chosen/rejected"
+                "unpaired KTO rows (label); use an objective for unpaired data (objective: kto), or a file with "
+                "chosen/rejected"
             )
         pref = [e.name for e in DATASETS.entries() if FORMATS.get(e.value.format).to_pair is not None]
         raise OnemlError(

@@ -193,12 +193,19 @@ def prepare_unpaired(cfg: DataConfig, tokenizer: Any, objective: str | None = No
 
     From KTO rows (`label`) or from preference pairs (each pair gives a desirable and an undesirable example);
     cut to data.max_length like pairs and counted (``truncated``), plus ``desirable`` / ``undesirable`` counts
-    of the training split (KTO weighs the two by their shares).
+    of the training split (KTO weighs the two by their shares). The split is by row, so both answers of a pair
+    land in the same split, and max_samples / eval_size / test_size count rows (pairs) as they do for DPO. The
+    held-out answers of a pair stay side by side (chosen first), which the evaluation reads as a pair; the training
+    examples are shuffled (split_seed), since TRL estimates KTO's KL term from each example's neighbour's answer.
     """
     loaded = load_items(cfg, "unpaired", objective)
     template = resolve_chat_template(tokenizer, cfg)
     render = partial(render_unpaired, tokenizer, template=template, system_prompt=cfg.system_prompt)
-    built, cut = _render_and_fit(tokenizer, split_rows(loaded.items, cfg), render, ("completion",), cfg)
+    train, eval_, test = split_rows(loaded.items, cfg)
+    train = [example for row in train for example in row]
+    random.Random(f"{cfg.split_seed}:unpaired").shuffle(train)  # str seeds hash the same in every process
+    split = (train, [e for row in eval_ for e in row], [e for row in test for e in row])
+    built, cut = _render_and_fit(tokenizer, split, render, ("completion",), cfg)
     desirable = sum(built["train"]["label"])
     stats = {**loaded.stats, **_split_sizes(built), "truncated": cut, "desirable": desirable}
     stats["undesirable"] = len(built["train"]) - desirable

@@ -150,6 +150,9 @@ def check(config: RunConfig, device: str) -> None:
         )
     if d.backend == "nccl" and device != "cuda":
         raise OnemlError("distributed.backend: nccl needs CUDA devices; use gloo (or auto) on CPU")
+    reason = config.method.multiprocess_refusal(d.strategy)
+    if reason:
+        raise OnemlError(f"distributed.strategy: {reason}")
     STRATEGIES.get(d.strategy).check(config, device)
 
 

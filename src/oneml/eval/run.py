@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from oneml.errors import OnemlError
 from oneml.eval.benchmarks import BenchResult, EvalContext, EvalOptions, check_judge_used, resolve_benchmarks
 from oneml.tracking import layout
 
@@ -53,6 +54,12 @@ def evaluate_run(
     run = open_run(spec, root, tracking_uri, console)
     if options.judge is not None:  # --against RUN is looked up where the judged run lives
         options = replace(options, judge=replace(options.judge, root=run.root))
+    if type(run.config.objective).head != "lm":
+        raise OnemlError(
+            f"RUN: {run.run_id} is a reward model (objective {run.config.objective.name}): it scores answers and "
+            "does not generate, so no benchmark applies; its held-out accuracy on pairs is in the run's metrics "
+            "(eval_preference_accuracy)"
+        )
     benchmarks = resolve_benchmarks(names)
     check_judge_used(benchmarks, options)
     loaded = [(b, b.load(options, run.config)) for b in benchmarks]  # data problems surface before the model

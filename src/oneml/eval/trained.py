@@ -117,7 +117,8 @@ def load_trained(run: TrainedRun, device: str = "cpu") -> tuple[Any, Any]:
         raise OnemlError(f"RUN: {run.folder} has no saved model (the run had train.save_adapter: false)")
     model, tokenizer = load_model_and_tokenizer(config.model, device=device, seed=config.train.seed)
     if config.model.adapter:
-        model = start_from(model, config.model.adapter, run.root, config.model.name)
+        model = start_from(model, config.model.adapter, run.root, config.model.name, type(config.objective).head)
+    model = config.objective.with_head(model)  # a reward model: its score head, trained and saved by the method
     for param in model.parameters():
         param.requires_grad_(False)
     model = config.method.load(model, run.model_dir)

@@ -138,7 +138,7 @@ def write_model_card(run: Any, folder: Path, mode: str) -> None:
         "library_name": "peft" if mode == "adapter" else "transformers",
         "base_model": config.model.name,
         "tags": ["oneml", config.method.name, config.objective.name],
-        "pipeline_tag": "text-generation",
+        "pipeline_tag": "text-generation" if _scores(config) is None else "text-classification",
     }
     rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in sorted(metrics.items()))
     note = _mode_note(config, mode)
@@ -154,12 +154,23 @@ def write_model_card(run: Any, folder: Path, mode: str) -> None:
     (folder / "README.md").write_text(text)
 
 
+def _scores(config: Any) -> str | None:
+    """What a reward model's card says about its output, or None for a causal LM."""
+    if type(config.objective).head == "lm":
+        return None
+    return "a reward model: one score per sequence (higher = preferred), read at its last token"
+
+
 def _mode_note(config: Any, mode: str) -> str:
+    scorer = _scores(config)
+    cls = "AutoModelForCausalLM" if scorer is None else "AutoModelForSequenceClassification"
+    what = "" if scorer is None else f" It is {scorer}."
     if mode == "adapter":
         quant = getattr(config.method, "quantize", "none")
         base = f"the base {config.model.name}" + (f" quantized to {quant} (as in training)" if quant != "none" else "")
-        return f"A peft adapter: load {base}, then `PeftModel.from_pretrained(base, this_folder)`."
-    return "A merged model: load it with `AutoModelForCausalLM.from_pretrained(this_folder)`; no peft needed."
+        load = "" if scorer is None else f" (as `{cls}` with `num_labels=1`; the adapter holds the score head)"
+        return f"A peft adapter: load {base}{load}, then `PeftModel.from_pretrained(base, this_folder)`.{what}"
+    return f"A merged model: load it with `{cls}.from_pretrained(this_folder)`; no peft needed.{what}"
 
 
 def _fmt(value: Any) -> str:

@@ -35,7 +35,7 @@ from pydantic import Field, PositiveInt, model_validator
 from transformers import TrainerCallback
 
 from oneml.errors import OnemlError
-from oneml.methods import METHODS, MethodConfig, MethodContext
+from oneml.methods import METHODS, MethodConfig, MethodContext, adapt
 from oneml.methods.targets import check_targets
 
 TINIT_SHARE = 0.1
@@ -123,6 +123,9 @@ class AdaLoRAConfig(MethodConfig):
     def callbacks(self, model: torch.nn.Module, ctx: MethodContext) -> list[Any]:
         return [RankAllocation(model, self.orth_reg_weight, ctx)]
 
+    def frozen_copy_refusal(self) -> str | None:
+        return "holds one trainable adapter per model in peft, so TRL cannot add a frozen copy beside it"
+
     def sharding_refusal(self) -> str | None:
         return (
             "save method adalora from the Trainer's gathered state dict: it needs its own save step, which needs "
@@ -146,11 +149,9 @@ class AdaLoRAConfig(MethodConfig):
 
 
 def apply(model: torch.nn.Module, cfg: AdaLoRAConfig, ctx: MethodContext) -> torch.nn.Module:
-    from peft import get_peft_model
-
     cfg.check(ctx)
     check_targets(model, cfg.target_modules)
-    return get_peft_model(model, cfg.peft_config(ctx.max_steps))
+    return adapt(model, cfg.peft_config(ctx.max_steps))
 
 
 def orthogonal_penalty(factors: list[torch.Tensor]) -> torch.Tensor:

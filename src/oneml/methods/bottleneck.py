@@ -62,6 +62,9 @@ class BottleneckConfig(MethodConfig):
     def apply(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
         return apply(model, self, ctx)
 
+    def frozen_copy_refusal(self) -> str | None:
+        return "adds its own modules, not a peft adapter, and TRL copies peft adapters only"
+
     def sharding_refusal(self) -> str | None:
         return (
             "save method bottleneck from the Trainer's gathered state dict: it needs its own save step, which needs "

@@ -11,53 +11,76 @@ switches is a field here, so they combine (PiSSA + DoRA on a 4-bit base with LoR
 - ``init``: how A and B start. ``kaiming`` (peft's default; A Kaiming-uniform, B = 0) and ``gaussian``
   (A ~ N(0, 1/r), B = 0) start from W0 exactly. ``olora`` (https://arxiv.org/abs/2406.01775; W0 = QR,
   B0 = Q[:, :r], A0 = R[:r]) and ``pissa`` (https://arxiv.org/abs/2404.02948; s B0 A0 = the top-r SVD of W0)
-  move part of W0 into the adapter and freeze the residual W_res = W0 - s B0 A0 ("mutating" inits).
+  move part of W0 into the adapter and freeze the residual W_res = W0 - s B0 A0 ("mutating" inits), as does
+  ``corda`` (the SVD of W0 times the covariance of training inputs). ``eva`` sets A0 from the SVD of training
+  activations (B0 = 0), ``orthogonal`` gives B0 A0 = 0 with neither zero, ``loftq`` fits B0 A0 to a quantized base's
+  error (inits.py). Their options (``calibration_batches``, ``eva_rho``, ``corda_mode``, ``loftq_iter``) are refused
+  with any other init.
+- ``rank_pattern``, ``alpha_pattern``, ``layers_to_transform`` (+ ``layers_pattern``): which layers, with which
+  r and alpha; ``lora_bias``: a trained bias on B (peft's).
 - ``use_dora``: DoRA's magnitude / direction split (dora.py).
 - ``loraplus_ratio``: LoRA+'s learning rate for every B, ratio x lr (loraplus.py).
 - ``quantize``, ``double_quant``, ``compute_dtype``: QLoRA's quantized frozen base (qlora.py). A mutating init
   runs in full precision first and the residual is quantized after; an SVD of a 4-bit weight is never taken.
 
-Save / load / merge. A plain init saves the adapter as peft writes it; ``load`` quantizes the fresh base the same
-way first (quantization is deterministic, so the logits match exactly). A mutating init trained W_res + s B A,
-which no other base has, so ``save`` writes a plain rank-2r LoRA against the ORIGINAL W0 (peft's
-``path_initial_model_for_weight_conversion``, done in memory with the A0, B0 kept at ``apply``):
-
-    W_res + s B A = W0 + s (B A - B0 A0) = W0 + s [B, -B0] [A; A0]        (alpha doubled, x sqrt 2 with rsLoRA)
-
-which any peft user can load onto the original model. On a quantized base Quant(W_res) + s B A differs from
-Quant(W0) + s (B A - B0 A0), so ``load`` rebuilds W_res from the A0, B0 half of the file, quantizes it as training
-did and attaches the rank-r A, B: the trained model, bit for bit. The dtype each adapter weight trained in is
-written beside it (``adapter_dtypes.json``) and restored by ``load``: TRL trains a quantized model's adapters in
-bfloat16, and the reloaded model must compute as the trained one did. ``merge`` dequantizes a quantized base first
-and always returns a float model.
+Which layers, and the inits that read data or a quantized base (EVA, CorDA, LoftQ, orthogonal): inits.py. Saving,
+loading and merging (an init that changed the base is saved as a plain rank-2r LoRA against the original): lorafiles.py.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import math
-import warnings
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from oneml.errors import OnemlError
 from oneml.methods import METHODS, MethodConfig, MethodContext
-from oneml.methods.targets import adapted_layers, check_targets, output_head_name
+from oneml.methods import inits as init_steps
+from oneml.methods.lorafiles import (
+    get_peft_model_quietly,
+    is_factor,
+    load,
+    merge,
+    quantize_base,
+    save,
+    set_factors,
+    write_dtypes,
+)
+from oneml.methods.targets import adapted_layers, check_targets
 
-MUTATING_INITS = frozenset({"olora", "pissa"})
-"""Inits that move part of W0 into the adapter and leave a residual base."""
+MUTATING_INITS = frozenset({"olora", "pissa", "corda"})
+"""Inits that move part of W0 into the adapter and leave a residual base (LoftQ with loftq_iter > 1 too: see
+`LoRAConfig.mutates_base`)."""
 
-_PEFT_INIT: dict[str, bool | str] = {"kaiming": True, "gaussian": "gaussian", "olora": "olora", "pissa": "pissa"}
+FULL_PRECISION_INITS = MUTATING_INITS | {"orthogonal"}
+"""Inits that read or write the float weights: on a quantized base they run before it is quantized."""
+
+_PEFT_INIT: dict[str, bool | str] = {
+    "kaiming": True,
+    "gaussian": "gaussian",
+    "orthogonal": "orthogonal",
+    "olora": "olora",
+    "pissa": "pissa",
+    "corda": "corda",
+    "eva": "eva",
+    "loftq": True,  # computed here (inits.loftq) on a kaiming adapter: peft's own LoftQ needs CUDA
+}
 """Our ``init`` names -> peft's ``init_lora_weights``."""
+
+INIT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "calibration_batches": ("eva", "corda"),
+    "eva_rho": ("eva",),
+    "corda_mode": ("corda",),
+    "loftq_iter": ("loftq",),
+}
+"""Options of one init (or two) -> the inits they apply to; set with another init they are refused."""
 
 LORAPLUS_EMBEDDING_LR = 1e-6
 """The LoRA+ reference implementation's fixed learning rate for adapters on embedding layers."""
-
-_PEFT_PREFIX = "base_model.model."
 
 
 class LoRAConfig(MethodConfig):
@@ -75,8 +98,9 @@ class LoRAConfig(MethodConfig):
     """Rank-stabilised scaling alpha / sqrt(r)."""
     bias: Literal["none", "all", "lora_only"] = "none"
     """Which biases train alongside the adapter."""
-    init: Literal["kaiming", "gaussian", "olora", "pissa"] = "kaiming"
-    """Adapter init: kaiming or gaussian (B = 0), olora (QR of W0) or pissa (top-r SVD of W0; residual frozen)."""
+    init: Literal["kaiming", "gaussian", "orthogonal", "olora", "pissa", "corda", "eva", "loftq"] = "kaiming"
+    """Adapter init: kaiming, gaussian, orthogonal (B A = 0); olora, pissa, corda (part of W0 moves into the
+    adapter, the residual is frozen); eva (A from training activations); loftq (quantized base: fits its error)."""
     use_dora: bool = False
     """DoRA: train a per-row magnitude on top of the normalised direction W0 + s B A."""
     loraplus_ratio: float | None = Field(default=None, gt=0)
@@ -87,6 +111,37 @@ class LoRAConfig(MethodConfig):
     """4-bit only: also quantize the quantization scales (QLoRA's double quantization)."""
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """4-bit only: dtype of the matmuls with the dequantized base; auto = the model's dtype."""
+    rank_pattern: dict[str, PositiveInt] | None = None
+    """Another r for some layers: {key: r}, a key matching the end of a layer name (q_proj, layers.0.mlp.down_proj)."""
+    alpha_pattern: dict[str, float] | None = None
+    """Another alpha for some layers: {key: alpha}, keys as in rank_pattern."""
+    layers_to_transform: list[NonNegativeInt] | None = None
+    """Adapt only these decoder layers (indices from 0); unset = every layer."""
+    layers_pattern: str | None = None
+    """With layers_to_transform: the name of the numbered layer list (layers, h, ...); unset = the first one."""
+    lora_bias: bool = False
+    """Train a bias on B too (peft's lora_bias; merges only into layers that have a bias)."""
+    calibration_batches: PositiveInt = 8
+    """init eva or corda: training batches (train.batch_size rows each) whose activations set the init."""
+    eva_rho: float = Field(default=2.0, ge=1)
+    """init eva: a layer's rank may grow to rho x r as ranks are redistributed by explained variance (1 = fixed)."""
+    corda_mode: Literal["ipm", "kpm"] = "ipm"
+    """init corda: ipm (the adapter starts on the directions the data uses most) or kpm (on the least: preserves
+    the rest, i.e. what the data does not touch)."""
+    loftq_iter: PositiveInt = 1
+    """init loftq: alternating quantize/SVD steps (1: the base is Q(W0), as QLoRA's; more changes the base)."""
+
+    identity_defaults: ClassVar[tuple[str, ...]] = (
+        "rank_pattern",
+        "alpha_pattern",
+        "layers_to_transform",
+        "layers_pattern",
+        "lora_bias",
+        "calibration_batches",
+        "eva_rho",
+        "corda_mode",
+        "loftq_iter",
+    )
 
     @field_validator("r", mode="before")
     @classmethod
@@ -102,24 +157,54 @@ class LoRAConfig(MethodConfig):
             raise ValueError("must name at least one module, or be 'all-linear'")
         return value
 
+    @field_validator("rank_pattern", "alpha_pattern")
+    @classmethod
+    def _patterns(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for key, number in (value or {}).items():
+            try:
+                re.compile(key)
+            except re.error as err:
+                raise ValueError(f"key {key!r} is not a valid regular expression ({err})") from None
+            if number <= 0:
+                raise ValueError(f"must map each key to a positive number, got {key}: {number}")
+        return value
+
+    @model_validator(mode="after")
+    def _combinations(self) -> LoRAConfig:
+        check_combinations(self)
+        return self
+
     def peft_init(self) -> bool | str:
         """peft's ``init_lora_weights`` for this config (PiSSA adds its SVD choice)."""
         return _PEFT_INIT[self.init]
 
-    def peft_config(self, init: bool | str | None = None):
+    def peft_config(self, init: bool | str | None = None, targets: list[str] | str | None = None):
+        """peft's LoraConfig; ``init`` overrides the init, ``targets`` the target modules (resolved for a model)."""
         from peft import LoraConfig
+        from peft.tuners.lora.config import CordaConfig, EvaConfig
 
+        init = self.peft_init() if init is None else init
         return LoraConfig(
             r=self.r,
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
-            target_modules=self.target_modules,
+            target_modules=self.target_modules if targets is None else targets,
             use_rslora=self.rslora,
             bias=self.bias,
-            init_lora_weights=self.peft_init() if init is None else init,
+            init_lora_weights=init,
             use_dora=self.use_dora,
+            rank_pattern=dict(self.rank_pattern or {}),
+            alpha_pattern=dict(self.alpha_pattern or {}),
+            layers_to_transform=self.layers_to_transform,
+            layers_pattern=self.layers_pattern,
+            lora_bias=self.lora_bias,
+            eva_config=EvaConfig(rho=self.eva_rho) if init == "eva" else None,
+            corda_config=CordaConfig(corda_method=self.corda_mode) if init == "corda" else None,
             task_type="CAUSAL_LM",
         )
+
+    def mutates_base(self) -> bool:
+        return self.init in MUTATING_INITS or (self.init == "loftq" and self.loftq_iter > 1)
 
     @property
     def scaling(self) -> float:
@@ -134,9 +219,6 @@ class LoRAConfig(MethodConfig):
 
     def prepare(self, model: torch.nn.Module) -> None:
         """Variant hook, after the adapter is initialised and before training (SORSA splits off its singular values)."""
-
-    def saved_copies(self) -> int:
-        return 2 if self.init in MUTATING_INITS else 1
 
     def sharding_refusal(self) -> str | None:
         if self.quantize == "int8":
@@ -154,7 +236,7 @@ class LoRAConfig(MethodConfig):
                 f"pass method {self.name}'s parameter groups (LoRA+ learning rates) to the optimizer it builds over "
                 "the sharded parameters (transformers refuses optimizers under FSDP); use strategy ddp"
             )
-        if self.init in MUTATING_INITS:
+        if self.mutates_base():
             return (
                 f"save method {self.name} with init {self.init}: it needs its own save step (the base is converted "
                 "too), which needs the whole model in one process; use strategy ddp"
@@ -183,10 +265,6 @@ class LoRAConfig(MethodConfig):
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
         return merge(model)
 
-    def frozen_base(self, model: torch.nn.Module) -> torch.nn.Module:
-        # The starting model's weights (W0, before any mutating init), quantized as the policy's base is.
-        return quantize_base(model, self) if self.quantize != "none" else model
-
 
 # --- checks -------------------------------------------------------------------------------------------------------
 
@@ -210,6 +288,32 @@ def check(cfg: LoRAConfig, ctx: MethodContext) -> None:
             raise OnemlError(f"method.double_quant: {only_4bit}")
 
 
+def check_combinations(cfg: LoRAConfig) -> None:
+    """Refuse, as the config loads, settings that contradict each other (no model needed)."""
+    defaults = type(cfg).model_fields
+    for option, inits in INIT_OPTIONS.items():
+        if cfg.init not in inits and getattr(cfg, option) != defaults[option].default:
+            raise OnemlError(f"method.{option}: applies to init: {' or '.join(inits)}, got init: {cfg.init}")
+    if cfg.init == "loftq" and cfg.quantize == "none":
+        raise OnemlError(
+            "method.init: loftq fits the adapter to a quantized base's error; set method.quantize: nf4 (fp4, int8) "
+            "or use method qlora"
+        )
+    if cfg.init == "orthogonal":
+        odd = [str(r) for r in [cfg.r, *(cfg.rank_pattern or {}).values()] if r % 2]
+        if odd:
+            raise OnemlError(f"method.r: init orthogonal needs even ranks (rank_pattern too), got {', '.join(odd)}")
+    if cfg.lora_bias and (cfg.init != "kaiming" or cfg.use_dora):
+        raise OnemlError(
+            f"method.lora_bias: peft trains B's bias only with init: kaiming and without DoRA, got init: {cfg.init}"
+            + (", use_dora: true" if cfg.use_dora else "")
+        )
+    if cfg.layers_pattern is not None and cfg.layers_to_transform is None:
+        raise OnemlError("method.layers_pattern: applies with method.layers_to_transform, which is unset")
+    if cfg.layers_to_transform is not None and not cfg.layers_to_transform:
+        raise OnemlError("method.layers_to_transform: must list at least one layer index, or be unset")
+
+
 def _device_type(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -220,78 +324,54 @@ def _device_type(device: str) -> str:
 
 
 def apply(model: torch.nn.Module, cfg: LoRAConfig, ctx: MethodContext) -> torch.nn.Module:
-    from peft import get_peft_model
-
     check_targets(model, cfg.target_modules)
-    initial = None
+    targets = init_steps.resolved_targets(model, cfg)
+    init_steps.check_layers(model, cfg, cfg.peft_config(init=True, targets=targets))
+    factors, initial = None, None  # initial: (A0, B0) per layer whose s B0 A0 the base has given up, for `save`
     if cfg.quantize != "none":
-        if cfg.init in MUTATING_INITS:
-            model, initial = _init_in_full_precision(model, cfg)
+        if cfg.init in FULL_PRECISION_INITS:
+            model, factors = _init_in_full_precision(model, cfg, ctx, targets)
+        elif cfg.init == "loftq":
+            factors, initial = init_steps.loftq(model, cfg, targets)
         quantize_base(model, cfg, float_storage=ctx.sharded)
-    peft_model = get_peft_model(model, cfg.peft_config(init=True if initial is not None else None))
-    if initial is not None:
-        _set_factors(peft_model, initial)
-    if cfg.init in MUTATING_INITS:
-        # What `save` needs to express the trained adapter against the original base.
-        peft_model.oneml_initial = {
-            name: (layer.lora_A[a].weight.detach().clone(), layer.lora_B[a].weight.detach().clone())
-            for name, layer, a in adapted_layers(peft_model)
+    if factors is None:
+        peft_model = _initialised(model, cfg, ctx, targets)
+    else:
+        peft_model = get_peft_model_quietly(model, cfg.peft_config(init=True, targets=targets))
+        set_factors(peft_model, factors)
+    if initial is None and cfg.init in MUTATING_INITS:
+        initial = {
+            name: (layer.lora_A[a].weight, layer.lora_B[a].weight) for name, layer, a in adapted_layers(peft_model)
         }
+    if initial is not None:
+        # What `save` needs to express the trained adapter against the original base.
+        peft_model.oneml_initial = {name: (A.detach().clone(), B.detach().clone()) for name, (A, B) in initial.items()}
     cfg.prepare(peft_model)
     return peft_model
 
 
-def quantize_base(model: torch.nn.Module, cfg: LoRAConfig, float_storage: bool = False) -> torch.nn.Module:
-    """Quantize ``model``'s linear layers (not the output head) as ``cfg`` says, in place (``float_storage``: see
-    `quantize_model`; the numbers are the same either way)."""
-    from oneml.models.quantization import quantize_model
-
-    compute = None if cfg.compute_dtype == "auto" else getattr(torch, cfg.compute_dtype)
-    skip = (output_head_name(model),)
-    return quantize_model(
-        model,
-        cfg.quantize,
-        double_quant=cfg.double_quant,
-        compute_dtype=compute,
-        skip=skip,
-        float_storage=float_storage,
-    )
+def _initialised(model: torch.nn.Module, cfg: LoRAConfig, ctx: MethodContext, targets: list[str] | str) -> Any:
+    """``get_peft_model`` with the config's init, and the data-driven steps around it (CorDA before, EVA after)."""
+    peft_cfg = cfg.peft_config(targets=targets)
+    if cfg.init in init_steps.BEFORE_PEFT:
+        init_steps.BEFORE_PEFT[cfg.init](model, peft_cfg, cfg, ctx)
+    peft_model = get_peft_model_quietly(model, peft_cfg)
+    if cfg.init in init_steps.AFTER_PEFT:
+        init_steps.AFTER_PEFT[cfg.init](peft_model, cfg, ctx)
+    return peft_model
 
 
-def _init_in_full_precision(model: torch.nn.Module, cfg: LoRAConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Run a mutating init on the float model; return the residual base and the initial A0, B0 (peft's keys)."""
-    from peft import get_peft_model
+def _init_in_full_precision(
+    model: torch.nn.Module, cfg: LoRAConfig, ctx: MethodContext, targets: list[str] | str
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Run the init on the float model; return the base as the init leaves it (the residual of a mutating init)
+    and the initial A0, B0 (peft's keys)."""
     from peft.utils import get_peft_model_state_dict
 
-    peft_model = get_peft_model(model, cfg.peft_config())
+    peft_model = _initialised(model, cfg, ctx, targets)
     state = get_peft_model_state_dict(peft_model)
-    initial = {k: v.detach().clone() for k, v in state.items() if _is_factor(k)}
+    initial = {k: v.detach().clone() for k, v in state.items() if is_factor(k)}
     return peft_model.unload(), initial
-
-
-def _set_factors(model: torch.nn.Module, factors: dict[str, torch.Tensor]) -> None:
-    """Load A, B (peft's keys) into ``model``; DoRA magnitudes are recomputed for the base as it now is."""
-    from peft import set_peft_model_state_dict
-
-    set_peft_model_state_dict(model, factors)
-    _refresh_magnitudes(model)
-
-
-def _refresh_magnitudes(model: torch.nn.Module) -> None:
-    from oneml.models.quantization import dequantized_weight
-
-    with torch.no_grad():
-        for _, layer, a in adapted_layers(model):
-            if a not in layer.lora_magnitude_vector:
-                continue
-            A, B = layer.lora_A[a].weight, layer.lora_B[a].weight
-            weight = dequantized_weight(layer.get_base_layer()).to(A.dtype)
-            norm = layer.lora_magnitude_vector[a].get_weight_norm(weight, B @ A, layer.scaling[a])
-            layer.lora_magnitude_vector[a].weight.copy_(norm)
-
-
-def _is_factor(key: str) -> bool:
-    return ".lora_A." in key or ".lora_B." in key
 
 
 # --- LoRA+ --------------------------------------------------------------------------------------------------------
@@ -311,140 +391,6 @@ def _loraplus_group(name: str) -> str:
     if ".lora_embedding_" in name:
         return "embedding"
     return "lora_B" if ".lora_B." in name else "rest"
-
-
-# --- save / load / merge ------------------------------------------------------------------------------------------
-
-
-DTYPES_FILE = "adapter_dtypes.json"
-"""Beside the adapter: the dtype each adapter weight trained in, restored by `load`."""
-
-
-def save(model: torch.nn.Module, path: Path, cfg: LoRAConfig) -> None:
-    if cfg.init in MUTATING_INITS:
-        save_against_original(model, path, cfg)
-    else:
-        model.save_pretrained(path, safe_serialization=True)
-    write_dtypes(model, path)
-
-
-def write_dtypes(model: torch.nn.Module, path: Path) -> None:
-    """The trainer may train adapters in another dtype than peft creates them in (TRL casts the adapters of a
-    quantized model to bfloat16); `load` restores it so that the reloaded model computes exactly as the trained one."""
-    dtypes = {name: _dtype_name(p) for name, p in model.named_parameters() if p.requires_grad}
-    for name, layer, a in adapted_layers(model):  # effective A, B: what a reloaded plain LoRA holds
-        dtypes[f"{_PEFT_PREFIX}{name}.lora_A.{a}.weight"] = _dtype_name(layer.lora_A[a].weight)
-        dtypes[f"{_PEFT_PREFIX}{name}.lora_B.{a}.weight"] = _dtype_name(layer.lora_B[a].weight)
-    (path / DTYPES_FILE).write_text(json.dumps(dtypes, indent=1, sort_keys=True))
-
-
-def _dtype_name(tensor: torch.Tensor) -> str:
-    return str(tensor.dtype).removeprefix("torch.")
-
-
-def _restore_dtypes(model: torch.nn.Module, path: Path) -> torch.nn.Module:
-    file = path / DTYPES_FILE
-    dtypes = json.loads(file.read_text()) if file.is_file() else {}
-    for name, param in model.named_parameters():
-        if name in dtypes:
-            param.data = param.data.to(getattr(torch, dtypes[name]))
-    return model
-
-
-def save_against_original(model: torch.nn.Module, path: Path, cfg: LoRAConfig) -> None:
-    """Write the trained adapter of a mutating init as a plain rank-2r LoRA against the original base."""
-    from peft.utils import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    initial = model.oneml_initial
-    with warnings.catch_warnings():
-        # SORSA's singular values live under lora_A and are 1-D by design, which peft takes for a sharded tensor.
-        warnings.filterwarnings("ignore", message=".*invalid shape.*")
-        state = get_peft_model_state_dict(model)
-    # Everything but A and B (DoRA magnitudes, trained biases) carries over; A and B are rebuilt below.
-    state = {k: v for k, v in state.items() if not _is_factor(k)}
-    for name, layer, a in adapted_layers(model):
-        A0, B0 = initial[name]
-        state[f"{_PEFT_PREFIX}{name}.lora_A.weight"] = torch.cat([layer.lora_A[a].weight.detach(), A0], dim=0)
-        state[f"{_PEFT_PREFIX}{name}.lora_B.weight"] = torch.cat([layer.lora_B[a].weight.detach(), -B0], dim=1)
-    config = copy.deepcopy(next(iter(model.peft_config.values())))
-    config.r *= 2
-    config.lora_alpha *= math.sqrt(2) if config.use_rslora else 2  # same s = alpha / r (alpha / sqrt(r))
-    config.init_lora_weights = True  # loading must not run the SVD / QR again
-    config.inference_mode = True
-    path.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(str(path))
-    state = {k: v.contiguous() for k, v in state.items()}
-    save_file(state, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
-
-
-def load(base: torch.nn.Module, path: Path, cfg: LoRAConfig) -> torch.nn.Module:
-    """Attach what `save` wrote to a fresh (unquantized, original) base."""
-    from peft import PeftModel
-
-    if cfg.quantize != "none" and cfg.init in MUTATING_INITS:
-        return _restore_dtypes(_load_residual_quantized(base, path, cfg), path)
-    if cfg.quantize != "none":
-        quantize_base(base, cfg)
-    return _restore_dtypes(PeftModel.from_pretrained(base, str(path)), path)
-
-
-def _load_residual_quantized(base: torch.nn.Module, path: Path, cfg: LoRAConfig) -> torch.nn.Module:
-    """Rebuild Quant(W0 - s B0 A0) + s B A from the rank-2r file: exactly the trained model."""
-    from peft import get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    state = load_file(str(path / "adapter_model.safetensors"))
-    r, scaling = cfg.r, cfg.scaling
-    with torch.no_grad():
-        for key in [k for k in state if k.endswith(".lora_A.weight")]:
-            prefix = key.removesuffix(".lora_A.weight")
-            A2, B2 = state[key], state[f"{prefix}.lora_B.weight"]
-            A0, B0 = A2[r:], -B2[:, r:]
-            layer = base.get_submodule(prefix.removeprefix(_PEFT_PREFIX))
-            weight = layer.weight.data
-            # The same expression, in the same order, as peft's pissa/olora init: the residual is bit-identical.
-            layer.weight.data = (weight.to(torch.float32) - scaling * B0.to(weight.device) @ A0.to(weight.device)).to(
-                weight.dtype
-            )
-            state[key], state[f"{prefix}.lora_B.weight"] = A2[:r], B2[:, :r]
-    quantize_base(base, cfg)
-    model = get_peft_model(base, cfg.peft_config(init=True))
-    set_peft_model_state_dict(model, state)
-    return model
-
-
-def merge(model: torch.nn.Module) -> torch.nn.Module:
-    """Fold the adapter into the base; a quantized base is dequantized first, so the result is a float model."""
-    from oneml.models.quantization import is_quantized
-
-    if any(is_quantized(m) for m in model.modules()):
-        return _merge_dequantized(model)
-    return model.merge_and_unload()
-
-
-def _merge_dequantized(model: torch.nn.Module) -> torch.nn.Module:
-    from oneml.models.quantization import dequantize_model, dequantized_weight, float_dtype, float_linear
-
-    base = model.get_base_model()
-    dtype = float_dtype(base)
-    with torch.no_grad():
-        for name, layer, a in adapted_layers(model):
-            inner = layer.get_base_layer()
-            merged = merged_weight(layer, a, dequantized_weight(inner).to(torch.float32))
-            parent, child = name.rsplit(".", 1)
-            setattr(base.get_submodule(parent), child, float_linear(inner, dtype, merged))
-    return dequantize_model(base)
-
-
-def merged_weight(layer: Any, adapter: str, weight: torch.Tensor) -> torch.Tensor:
-    """W0 + s B A, or DoRA's m * (W0 + s B A) / ||W0 + s B A||_row, for one peft LoRA layer and a float W0."""
-    delta = layer.get_delta_weight(adapter).to(weight)
-    direction = weight + delta
-    if adapter not in layer.lora_magnitude_vector:
-        return direction
-    magnitude = layer.lora_magnitude_vector[adapter].weight.to(weight)
-    return (magnitude / direction.norm(dim=1)).unsqueeze(1) * direction
 
 
 METHODS.register("lora", LoRAConfig, "LoRA: frozen base + trainable low-rank update (alpha/r) B A; rsLoRA option")

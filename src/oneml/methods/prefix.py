@@ -24,7 +24,7 @@ import torch
 from pydantic import PositiveInt, model_validator
 
 from oneml.errors import OnemlError
-from oneml.methods import METHODS, MethodConfig, MethodContext
+from oneml.methods import METHODS, MethodConfig, MethodContext, adapt
 
 
 class PrefixConfig(MethodConfig):
@@ -77,10 +77,8 @@ class PrefixConfig(MethodConfig):
 
 
 def apply(model: torch.nn.Module, cfg: PrefixConfig, ctx: MethodContext) -> torch.nn.Module:
-    from peft import get_peft_model
-
     cfg.check(ctx)
-    peft_model = get_peft_model(model, cfg.peft_config())
+    peft_model = adapt(model, cfg.peft_config())
     if (cfg.init or ("random" if cfg.projection else "activations")) == "activations":
         init_from_activations(peft_model, ctx.seed)
     return fix_generation(peft_model)

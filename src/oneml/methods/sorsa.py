@@ -53,6 +53,9 @@ class SORSAConfig(PiSSAConfig):
     def callbacks(self, model: torch.nn.Module, ctx: MethodContext) -> list[Any]:
         return super().callbacks(model, ctx) + [OrthonormalStep(singular_vectors(model), self.gamma, ctx)]
 
+    def frozen_copy_refusal(self) -> str | None:
+        return "keeps its singular values in a parametrization of lora_A, which TRL's copy by parameter name misses"
+
 
 class RowScale(torch.nn.Module):
     """Parametrization A -> diag(S) A: SORSA's trainable singular values in front of peft's lora_A."""

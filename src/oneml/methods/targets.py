@@ -30,8 +30,14 @@ def linear_module_names(model: torch.nn.Module, exclude_head: bool = True) -> li
 
 
 def output_head_name(model: torch.nn.Module) -> str:
+    """The short name of the model's output layer: the LM head, or a sequence-classification model's head (the
+    module beside the decoder: ``score``), which methods leave unadapted and unquantized."""
     get = getattr(model, "get_output_embeddings", None)
     head = get() if callable(get) else None
+    if head is None:
+        beside = [name for name, _ in model.named_children() if name != getattr(model, "base_model_prefix", None)]
+        if len(beside) == 1:
+            return beside[0]
     if head is not None:
         for name, module in model.named_modules():
             if module is head:

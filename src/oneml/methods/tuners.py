@@ -27,7 +27,7 @@ import torch
 from pydantic import Field, field_validator
 
 from oneml.errors import OnemlError
-from oneml.methods import MethodConfig, MethodContext
+from oneml.methods import MethodConfig, MethodContext, adapt
 from oneml.methods.diagnostics import LayerDiagnostics, condition_number, whole
 from oneml.methods.targets import check_targets, output_head_name
 
@@ -170,10 +170,8 @@ def quantize(model: torch.nn.Module, mode: str, float_storage: bool = False) -> 
 
 def peft_model(name: str, model: torch.nn.Module, config: Any) -> torch.nn.Module:
     """``get_peft_model``, with peft's refusals (a size that does not fit a layer) as one line naming the method."""
-    from peft import get_peft_model
-
     try:
-        return get_peft_model(model, config)
+        return adapt(model, config)
     except ValueError as err:
         raise OnemlError(f"method {name}: {one_line(err)}") from None
 

@@ -142,6 +142,14 @@ _BUILDERS: dict[str, Callable[[torch.nn.Linear, str, bool, torch.dtype, torch.dt
 }
 
 
+def round_trip(weight: torch.Tensor, mode: str, double_quant: bool = True) -> torch.Tensor:
+    """Dequant(Q(weight)): what `quantize_model` makes of this weight (quantization is deterministic), for inits
+    that fit the adapter to the quantization error (LoftQ)."""
+    linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+    linear.weight = torch.nn.Parameter(weight.detach(), requires_grad=False)
+    return dequantized_weight(_BUILDERS[mode](linear, mode, double_quant, weight.dtype, None))
+
+
 def is_quantized(module: torch.nn.Module) -> bool:
     """True for a bitsandbytes 4-bit or 8-bit linear layer."""
     weight = getattr(module, "weight", None)

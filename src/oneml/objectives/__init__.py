@@ -1,4 +1,5 @@
-"""Training objectives: sft, dpo, orpo.
+"""Training objectives: sft; preference pairs (dpo with TRL's loss types, orpo, cpo, simpo); unpaired answers (kto);
+a reward model (reward).
 
 An objective says how its data is prepared, builds the trainer for it, and evaluates a model on
 its held-out data, so the run assembly in `train/` never branches on an objective's name.
@@ -58,19 +59,38 @@ class TrainerInputs:
     speed: Speed
     """Whether to pack batches and to use the chunked LM head (resolved for this model)."""
     ref_model: Any = None
-    """DPO's frozen reference copy, when the objective asked for one (`reference_model`)."""
+    """A frozen reference copy, when the objective asked for one (`reference_model`)."""
 
 
 class ObjectiveConfig(Section):
     name: str
     data_kind: ClassVar[str] = "sft"
-    """"sft" (conversations) or "preference" (prompt, chosen, rejected)."""
+    """"sft" (conversations), "preference" (prompt, chosen, rejected) or "unpaired" (prompt, completion, label)."""
     eval_metrics: ClassVar[tuple[str, ...]] = ("eval_loss", "eval_perplexity", "eval_token_accuracy")
     """The quality metrics its evaluation records on the validation rows, whose direction the analysis registry
     knows: what selection (early stopping, halving rungs, tuning) may rank by."""
+    head: ClassVar[str] = "lm"
+    """The model it trains: "lm" (a causal LM, which generates) or "score" (one scalar per sequence: a reward model)."""
+    identity_defaults: ClassVar[tuple[str, ...]] = ()
+    """Keys added after runs had been recorded: left out of the run id while at their default, so that every config
+    written before them keeps its run id (config.py)."""
+    key_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """The allowed values of keys whose type does not list them (DPO's loss_type), for `oneml objectives`."""
+
+    def for_method(self, method: Any) -> ObjectiveConfig:
+        """This config with the defaults that depend on the method resolved (DPO's reference: auto); the run config
+        keeps the resolved one, so its record says what ran."""
+        return self
 
     def check(self, method: Any) -> None:
         """Refuse an incompatible method (OnemlError) before anything is loaded."""
+
+    def check_run(self, config: Any) -> None:
+        """Refuse run settings (``config``: the RunConfig) this objective cannot train with, before anything loads."""
+
+    def with_head(self, model: Any) -> Any:
+        """``model`` (a causal LM, as loaded) turned into the model this objective trains; the same model for "lm"."""
+        return model
 
     packs: ClassVar[bool] = False
     """True when this objective's batches can be padding-free packed (`oneml.data.packing`)."""
@@ -115,9 +135,15 @@ class ObjectiveConfig(Section):
         """Train/eval datasets for this objective (a `oneml.data.PreparedData`)."""
         raise NotImplementedError
 
-    def reference_model(self, model: Any) -> Any:
-        """A frozen reference built from the starting model (before the method applies), or None."""
+    def reference_model(self, model: Any, method: Any) -> Any:
+        """A frozen reference built from the starting model (before ``method`` applies), or None."""
         return None
+
+    def reference_scored(self, trainer: Any) -> None:
+        """Every evaluation has scored the reference (before the first step): drop what only that needed."""
+
+    def finished(self, trainer: Any) -> None:
+        """Training is over: drop what only training needed (TRL's frozen copy of the adapter) before saving."""
 
     def build_trainer(self, inputs: TrainerInputs) -> Any:
         """Return a transformers Trainer for this objective (see `oneml.train.runner`)."""
@@ -130,4 +156,4 @@ class ObjectiveConfig(Section):
 
 OBJECTIVES: Registry[type[ObjectiveConfig]] = Registry("objective")
 
-import_submodules(__name__, __path__, skip={"losses", "preference"})  # helpers, not entries
+import_submodules(__name__, __path__, skip={"losses", "preference", "reference", "listing"})  # helpers, not entries

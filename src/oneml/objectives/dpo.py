@@ -2,23 +2,19 @@
 
     L = -log sigma( beta * ((log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x))) )
 
-The reference is the starting point of the run (the base, or the model an earlier SFT run left):
-- ``reference: adapter`` (default with adapter methods): the policy with its adapter disabled, so no
-  second copy of the weights is held (policy-only memory);
-- ``reference: copy``: a frozen copy of the starting model (policy + reference memory; needed for
-  full fine-tuning);
-- ``reference: precomputed``: reference log-probs computed once over the training pairs before
-  training, then no reference model at all during training.
-TRL's DPOTrainer trains (its per-token log-probs through our chunked LM head by default,
-`oneml.models.lm_head`); `losses.dpo_loss` is the formula the tests hold it to.
+``loss_type`` picks any loss TRL's DPOTrainer has instead of the sigmoid above (IPO, hinge, robust, EXO, NCA, BCO,
+SPPO, AOT, APO, DiscoPOP, SFT, length-normalised sigmoid); several at once are summed with ``loss_weights`` (MPO).
+The reference is the starting point of the run (`objectives.reference`: the adapter's frozen copy, a copy of the
+model, or log-probs computed once). TRL's DPOTrainer trains (its per-token log-probs through our chunked LM head by
+default, `oneml.models.lm_head`). The held-out evaluation scores every loss type the same way, with the sigmoid loss
+above as ``eval_loss`` (`losses.dpo_loss`, the formula the tests hold TRL to), so loss types compare on one scale.
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any, ClassVar, Literal
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from oneml.errors import OnemlError
 from oneml.objectives import OBJECTIVES, TrainerInputs
@@ -30,33 +26,67 @@ from oneml.objectives.preference import (
     shared_scores,
     trainer_common_args,
 )
+from oneml.objectives.reference import UsesReference, copies_without_init
+
+DPO_LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+    "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)  # fmt: skip
+"""TRL 1.16's DPOTrainer loss types (a test reads them from DPOConfig's documentation, so a TRL upgrade shows)."""
+SMOOTHED = ("sigmoid", "robust", "exo_pair", "aot", "aot_unpaired")
+"""Loss types that read label_smoothing (sigmoid only to turn into robust, as before loss_type existed)."""
 
 
-class DPOObjective(PreferenceObjective):
+class DPOObjective(UsesReference, PreferenceObjective):
     name: Literal["dpo"] = "dpo"
     beta: float = Field(default=0.1, gt=0)
-    """Strength of the pull towards the reference (higher = stay closer)."""
-    reference: Literal["adapter", "copy", "precomputed"] = "adapter"
-    """adapter: the adapter-disabled policy; copy: a frozen copy; precomputed: log-probs computed once."""
+    """Strength of the pull towards the reference (higher = stay closer; IPO's tau)."""
     label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
-    """Conservative DPO: the assumed share of flipped preference labels."""
+    """Conservative DPO: the assumed share of flipped preference labels (with loss_type sigmoid: the robust loss);
+    EXO's epsilon for exo_pair."""
+    loss_type: str | list[str] = "sigmoid"
+    """TRL's DPO loss: sigmoid, ipo, hinge, robust, ... (`oneml objectives` lists them), or a list of several,
+    summed with loss_weights."""
+    loss_weights: list[float] | None = None
+    """One weight per loss_type when several are combined (default: 1 each)."""
 
-    needs_reference: ClassVar[bool] = True
+    identity_defaults = ("loss_type", "loss_weights")
+    key_choices = {"loss_type": DPO_LOSS_TYPES}
 
-    def check(self, method: Any) -> None:
-        if self.reference == "adapter" and not method.is_adapter:
+    @field_validator("loss_type")
+    @classmethod
+    def _known(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("needs at least one loss type")
+        for name in names:
+            if name not in DPO_LOSS_TYPES:
+                raise ValueError(f"must be one of {', '.join(DPO_LOSS_TYPES)}, got {name!r}")
+        return names[0] if len(names) == 1 else names  # [sigmoid] is sigmoid: the same run id
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DPOObjective:
+        types = self.loss_types()
+        if self.loss_weights is not None and len(self.loss_weights) != len(types):
             raise OnemlError(
-                f"objective.reference: 'adapter' needs an adapter method, not {method.name}; "
-                "use reference: copy or precomputed"
+                f"objective.loss_weights: needs one weight per loss_type ({len(types)}), got {len(self.loss_weights)}"
             )
+        if self.label_smoothing and not set(types) & set(SMOOTHED):
+            raise OnemlError(
+                f"objective.label_smoothing: only loss types {', '.join(SMOOTHED)} use it, got {', '.join(types)}"
+            )
+        if "exo_pair" in types and not self.label_smoothing:
+            raise OnemlError(
+                "objective.label_smoothing: exo_pair needs it above 0 (EXO's epsilon; the paper suggests 1e-3)"
+            )
+        return self
 
-    def reference_model(self, model):
-        if self.reference != "copy":
-            return None
-        ref = copy.deepcopy(model).eval()
-        for param in ref.parameters():
-            param.requires_grad_(False)
-        return ref
+    def loss_types(self) -> list[str]:
+        return [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
+
+    def trl_loss_types(self) -> list[str]:
+        """What TRL trains: label smoothing on the plain sigmoid loss is the robust loss (as before loss_type)."""
+        return ["robust" if t == "sigmoid" and self.label_smoothing else t for t in self.loss_types()]
 
     def build_trainer(self, inputs: TrainerInputs):
         from trl import DPOConfig, DPOTrainer
@@ -65,19 +95,21 @@ class DPOObjective(PreferenceObjective):
             **trainer_common_args(inputs.args, inputs.max_length),
             beta=self.beta,
             label_smoothing=self.label_smoothing,
-            loss_type=["robust"] if self.label_smoothing else ["sigmoid"],
+            loss_type=self.trl_loss_types(),
+            loss_weights=self.loss_weights,
             precompute_ref_log_probs=self.reference == "precomputed",
         )
-        trainer = DPOTrainer(
-            model=inputs.model,
-            ref_model=inputs.ref_model,
-            args=dpo_args,
-            train_dataset=inputs.train_dataset,
-            eval_dataset=inputs.eval_dataset,
-            processing_class=inputs.tokenizer,
-            callbacks=inputs.callbacks,
-            optimizers=inputs.optimizers,
-        )
+        with copies_without_init(inputs.model):
+            trainer = DPOTrainer(
+                model=inputs.model,
+                ref_model=inputs.ref_model,
+                args=dpo_args,
+                train_dataset=inputs.train_dataset,
+                eval_dataset=inputs.eval_dataset,
+                processing_class=inputs.tokenizer,
+                callbacks=inputs.callbacks,
+                optimizers=inputs.optimizers,
+            )
         if inputs.speed.chunked_loss:
             from oneml.models.head_backends import training_log_probs
             from oneml.models.lm_head import install_chunked_head

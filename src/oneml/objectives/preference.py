@@ -6,19 +6,18 @@ the policy (and, for DPO, the reference), then applies the objective's own formu
 run and an ORPO run comparable: same pairs, same truncation, same definitions.
 
 The reference log-probs are computed once, before training, from the reference the trainer uses
-(its frozen copy, or the adapter-disabled model); for methods whose initial policy equals the
-starting point this is also exactly the starting model.
+(`reference.reference_of`: its frozen copy of the model or of the adapter): the starting model.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from typing import Any, ClassVar
 
 import torch
 
 from oneml.objectives import ObjectiveConfig
+from oneml.objectives.reference import reference_of
 
 
 class PreferenceObjective(ObjectiveConfig):
@@ -101,20 +100,6 @@ def sequence_logps(model, items: list[dict], side: str, pad_id: int, batch_size:
     return torch.cat(sums), torch.cat(counts).double()
 
 
-@contextlib.contextmanager
-def _reference_of(trainer):
-    """The model to score the reference with: the trainer's frozen copy, else the adapter-disabled policy."""
-    ref = getattr(trainer, "ref_model", None)
-    model = trainer.model
-    if ref is not None:
-        yield ref
-    elif hasattr(model, "disable_adapter"):
-        with model.disable_adapter():
-            yield model
-    else:
-        yield model  # full fine-tuning before training: the policy is the starting point
-
-
 class PreferenceEvaluator:
     def __init__(self, trainer, dataset, tokenizer, max_length: int, objective: PreferenceObjective):
         self.trainer, self.objective = trainer, objective
@@ -134,7 +119,7 @@ class PreferenceEvaluator:
     def prepare(self) -> None:
         """Score the reference once, before any training step."""
         if self.objective.needs_reference and self.ref is None:
-            with _reference_of(self.trainer) as ref_model:
+            with reference_of(self.trainer) as ref_model:
                 was_training = ref_model.training
                 ref_model.eval()
                 self.ref = self._side_stats(ref_model, "ref_")

@@ -84,9 +84,9 @@ RUNG_METRICS: dict[str, tuple[str, ...]] = {ObjectiveConfig.data_kind: Objective
     e.value.data_kind: e.value.eval_metrics for e in OBJECTIVES.entries()
 }
 """The quality metrics a paused run records at a rung, by objective data kind: its evaluation (the token
-evaluation of objectives/token_eval.py; the preference scores of objectives/dpo.py and orpo.py) whose direction the
-analysis registry knows (each objective's ``eval_metrics``). The other numbers a rung records (eval seconds, pair
-counts, ...) rank nothing."""
+evaluation of objectives/token_eval.py; the pair scores of objectives/preference.py and reward.py; KTO's answer
+scores, objectives/unpaired.py) whose direction the analysis registry knows (each objective's ``eval_metrics``).
+The other numbers a rung records (eval seconds, pair counts, ...) rank nothing."""
 
 
 class Halving(Section):

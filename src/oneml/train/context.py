@@ -22,18 +22,22 @@ if TYPE_CHECKING:
 
 class Sink:
     """Where methods' diagnostics go. The method is applied before the MLflow run exists (so that a bad
-    input records nothing), hence metrics are buffered until the recorder is attached."""
+    input records nothing), hence metrics and JSON artifacts (an init's record) are buffered until it is attached."""
 
     def __init__(self):
         self.recorder: Any = None
         self.folder: Path | None = None
         self._pending: list[tuple[dict[str, float], int]] = []
+        self._pending_json: dict[str, Any] = {}
 
     def attach(self, recorder, folder: Path) -> None:
         self.recorder, self.folder = recorder, folder
         for metrics, step in self._pending:
             recorder.log_metrics(metrics, step)
         self._pending.clear()
+        for name, payload in self._pending_json.items():
+            self.log_json(name, payload)
+        self._pending_json.clear()
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.recorder is None:
@@ -42,9 +46,11 @@ class Sink:
             self.recorder.log_metrics(metrics, step)
 
     def log_json(self, name: str, payload: Any) -> None:
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            confined(self.folder, name, "diagnostics").write_text(json.dumps(payload))
+        if self.folder is None:
+            self._pending_json[name] = payload
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        confined(self.folder, name, "diagnostics").write_text(json.dumps(payload))
 
 
 @dataclass
@@ -63,6 +69,10 @@ class Setup:
     reference: PreTrainedModel | None = None
     """DPO's frozen reference copy, when the objective asked for one."""
     speed: Speed = field(default_factory=lambda: _no_speed())
+    lean_off: str = "train.lean_activations is false"
+    """Why lean activations are off for this run ("" when on: `oneml.models.lean`)."""
+    memory_kept: str = "train.return_memory is false"
+    """Why freed CPU memory is kept by malloc for this run ("" when returned: `oneml.train.memory`)."""
 
 
 def _no_speed() -> Speed:

@@ -8,12 +8,12 @@ methods are wrapped on the instance (never on the class, so other trainers in th
 - ``_save_checkpoint``: publish each checkpoint with one rename (a kill mid-save never leaves a half checkpoint
   that looks complete; no callback runs between its writes);
 - ``get_batch_samples`` / ``_track_num_input_tokens``: count the tokens a batch carries in ``REAL_TOKENS`` (packed
-  rows, whose pad tails transformers would count; ORPO's chosen/rejected pairs, which it cannot count at all),
-  counted on the host by the collator, so that the count costs no device synchronisation per micro-batch.
+  rows, whose pad tails transformers would count; ORPO's and CPO's chosen/rejected pairs, which it cannot count at
+  all), counted on the host by the collator, so that the count costs no device synchronisation per micro-batch.
 
 Two more places change a library's behaviour, and are listed here so that one test covers them all: the
-chunked LM head replaces the *model's* forward (models/lm_head.py), and ORPO's trainer is a subclass that
-overrides ``concatenated_forward`` (objectives/orpo.py). `PATCHED` names every attribute;
+chunked LM head replaces the *model's* forward (models/lm_head.py), and ORPO's and CPO's trainers are subclasses
+that override ``concatenated_forward`` (objectives/orpo.py, cpo.py). `PATCHED` names every attribute;
 tests/train/test_hooks.py checks that each still exists in the installed transformers and TRL, so an upgrade
 that renames one fails there, not silently in a run.
 """
@@ -39,6 +39,7 @@ PATCHED: tuple[tuple[str, str], ...] = (
     ("transformers.Trainer", "get_batch_samples"),
     ("transformers.Trainer", "_track_num_input_tokens"),
     ("trl.experimental.orpo.ORPOTrainer", "concatenated_forward"),
+    ("trl.experimental.cpo.CPOTrainer", "concatenated_forward"),
 )
 """(class, attribute) of every library method oneml wraps or overrides."""
 

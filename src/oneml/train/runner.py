@@ -12,7 +12,8 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from oneml.tracking import layout
 from oneml.tracking import tags as tag
 from oneml.train import speedups
 from oneml.train.arguments import precision_recipe, switches, trainer_args
+from oneml.train.calibration import calibration_batches
 from oneml.train.callbacks import compile_metrics, live_metrics, progress_bar
 from oneml.train.checkpoints import (
     StopAt,
@@ -212,10 +214,12 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
 
     from oneml.data.sources import check_sources
     from oneml.methods import MethodContext
-    from oneml.models import describe_model, load_model_and_tokenizer
+    from oneml.models import describe_model, lean, load_model_and_tokenizer
+    from oneml.train import memory
     from oneml.train.start import start_from
 
     sink = Sink()
+    memory_kept = memory.apply(config, device)  # before loading, whose temporaries are freed memory too
     t = config.train
     ctx = MethodContext(
         max_steps=t.max_steps,
@@ -230,8 +234,12 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
         log_json=sink.log_json,
     )
     config.method.check(ctx)
+    refusal = config.method.objective_refusal(config.objective.name)
+    if refusal:
+        raise OnemlError(f"objective.name: {config.objective.name} cannot train method {config.method.name}: {refusal}")
     config.objective.check(config.method)
     check_sources(config.data)
+    config.objective.check_run(config)
     set_seed(config.train.seed)
     with console.status(f"loading {config.model.name}"):
         model, tokenizer = load_model_and_tokenizer(config.model, device=device, seed=config.train.seed)
@@ -240,27 +248,35 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
         fault("prepare")
     if config.model.adapter:
         with console.status(f"merging the starting point {config.model.adapter}"):
-            model = start_from(model, config.model.adapter, Path(config.tracking.root).resolve(), config.model.name)
+            root = Path(config.tracking.root).resolve()
+            model = start_from(model, config.model.adapter, root, config.model.name, type(config.objective).head)
+    model = config.objective.with_head(model)
     from oneml.models import attention
 
     attention.apply(model, config.model.attn_implementation, device)  # before DPO's reference copies the model
     speedups.apply_kernels(model, config.train.kernels)
-    reference = config.objective.reference_model(model)
+    reference = config.objective.reference_model(model, config.method)
     if reference is not None:
         reference = config.method.frozen_base(reference)
     dtype = next(model.parameters()).dtype
     if config.train.gradient_checkpointing:
         model.enable_input_require_grads()  # a frozen embedding would otherwise cut the graph under checkpointing
     set_seed(config.train.seed)  # the adapter's random init must not depend on what loading consumed
-    model = config.method.apply(model, ctx)
+    ctx = replace(ctx, calibration=partial(calibration_batches, data.train, tokenizer, config, device))
+    with console.status(f"applying {config.method.name}"):  # a data-driven init runs forward passes here
+        model = config.method.apply(model, ctx)
     speed = config.objective.speed(model, config)
     if config.train.compile == "regional":
         speedups.compile_regions(model)
-    return Setup(model, tokenizer, data, dtype, describe_model(model), ctx, sink, reference, speed)
+    lean_off = lean.apply(model, config)
+    sizes = describe_model(model)
+    return Setup(model, tokenizer, data, dtype, sizes, ctx, sink, reference, speed, lean_off, memory_kept)
 
 
 def _tags(config: RunConfig, setup: Setup, device: str) -> dict[str, str]:
+    from oneml.models import lean
     from oneml.tracking.system import hardware, package_versions, process_tags
+    from oneml.train import memory
 
     tags = {tag.RUN_ID: config.run_id, tag.CONFIG_ID: config.config_id}
     tags |= {tag.METHOD: config.method.name, tag.MODEL: config.model.name}
@@ -273,9 +289,9 @@ def _tags(config: RunConfig, setup: Setup, device: str) -> dict[str, str]:
     tags |= {tag.WORLD_SIZE: str(d.world_size), tag.LAUNCHER: d.launcher, tag.STRATEGY: d.strategy}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
     tags |= {f"hardware.{k}": v for k, v in hardware().items()} | process_tags()
-    own_groups = config.method.optimizer_groups(setup.model, config.train.learning_rate) is not None
-    optimizer = speedups.optimizer_in_use(config.train.optim, own_groups)
-    return tags | switches(config, setup.dtype, setup.speed, optimizer) | dict(config.tracking.tags)
+    optimizer = speedups.optimizer_in_use(config.train.optim, config.method, setup.model, config.train.learning_rate)
+    tags |= switches(config, setup.dtype, setup.speed, optimizer) | lean.tags(setup.lean_off)
+    return tags | memory.tags(setup.memory_kept) | dict(config.tracking.tags)
 
 
 def _execute(run: RunContext) -> RunResult:
@@ -319,6 +335,9 @@ def _execute(run: RunContext) -> RunResult:
         evaluator.prepare()
         if tester is not None:  # the reference is the starting model, so it is scored before any step
             tester.evaluator.prepare()
+        config.objective.reference_scored(trainer)
+        if getattr(trainer, "ref_model", None) is None:
+            setup.reference = None  # a reference needed only to be scored is freed before training
     with progress_bar(run.progress, console) as bar:
         if config.train.eval_before:
             metrics |= _initial_eval(run_eval, ckpt, resume is not None, console)
@@ -340,6 +359,7 @@ def _execute(run: RunContext) -> RunResult:
     metrics |= _test_scores(run, trainer, tester, tests)
     metrics |= _costs(run, trainer, timer, wall, memory)
     recorder.log_metrics(metrics, step=steps)
+    config.objective.finished(trainer)
 
     _record_and_publish(run, trainer, metrics)
     return RunResult(
@@ -407,11 +427,9 @@ def _build_trainer(run: RunContext):
     if config.train.compile is not False:
         callbacks.append(CompileClock())  # compile_seconds and the steady rate, apart
     callbacks += config.method.callbacks(setup.model, setup.ctx) + list(run.callbacks)
-    groups = config.method.optimizer_groups(setup.model, config.train.learning_rate)
-    optimizer = None
-    if groups is not None:
-        t = config.train
-        optimizer = speedups.build_optimizer(t.optim, groups, t.learning_rate, t.weight_decay)
+    t = config.train
+    build = speedups.OPTIMIZERS.get(t.optim).build  # the configured kind, over the method's own groups (LoRA+)
+    optimizer = config.method.optimizer(setup.model, t.learning_rate, t.weight_decay, build)
     output_dir = ckpt if ckpt is not None else run.staging / "trainer"
     inputs = TrainerInputs(
         model=setup.model,

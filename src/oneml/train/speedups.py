@@ -74,12 +74,14 @@ OPTIMIZERS.register(
 OPTIMIZERS.register("adafactor", Optimizer("adafactor", _adafactor), "Adafactor (factored second moments)")
 
 
-def optimizer_in_use(name: str, own_groups: bool) -> str:
+def optimizer_in_use(name: str, method: Any, model: Any, learning_rate: float) -> str:
     """The optimizer a run actually trains with (what the run records)."""
+    if method.fixed_optimizer is not None:  # GaLore's, APOLLO's: `check` refuses any other train.optim
+        return method.fixed_optimizer
     if name != "auto":
         return name
-    if own_groups:  # the method's groups (LoRA+) have always gone to a plain torch AdamW
-        return "adamw_torch"
+    if method.builds_optimizer or method.optimizer_groups(model, learning_rate) is not None:
+        return "adamw_torch"  # the method's own groups (LoRA+, LISA, BAdam) have always gone to a plain torch AdamW
     from transformers import TrainingArguments
 
     return str(TrainingArguments.__dataclass_fields__["optim"].default)
@@ -103,6 +105,10 @@ def check(config: Any, device: str) -> None:
     t = config.train
     if t.kernels == "liger" and (reason := _liger(device)) is not None:
         raise OnemlError(f"train.kernels: liger {reason}")
+    if t.optim != "auto" and (fixed := config.method.fixed_optimizer) is not None:
+        raise OnemlError(
+            f"train.optim: method {config.method.name} trains with its own optimizer ({fixed}); leave it auto"
+        )
     if (reason := OPTIMIZERS.get(t.optim).needs(device)) is not None:
         raise OnemlError(f"train.optim: {t.optim} {reason}")
     if t.tf32 and device != "cuda":

@@ -37,8 +37,9 @@ def resolve_adapter(spec: str, root: Path) -> tuple[Path, dict[str, Any] | None]
     )
 
 
-def start_from(model: Any, spec: str, root: Path, model_name: str) -> Any:
-    """The base with the earlier run's trained weights merged in."""
+def start_from(model: Any, spec: str, root: Path, model_name: str, head: str = "lm") -> Any:
+    """The base with the earlier run's trained weights merged in. ``head``: what this run trains ("lm", or "score"
+    for a reward model, which may start from a causal LM's result or from another reward model's)."""
     from oneml.config import RunConfig
 
     folder, earlier = resolve_adapter(spec, root)
@@ -52,6 +53,13 @@ def start_from(model: Any, spec: str, root: Path, model_name: str) -> Any:
             f"model.adapter: run {spec} was trained on {earlier_cfg.model.name!r}, not {model_name!r}; "
             "set model.name to the same base"
         )
+    earlier_head = type(earlier_cfg.objective).head
+    if earlier_head != head and head == "lm":
+        raise OnemlError(
+            f"model.adapter: run {spec} is a reward model (objective {earlier_cfg.objective.name}), which scores and "
+            "does not generate; start from a run whose objective trains a causal LM"
+        )
+    model = earlier_cfg.objective.with_head(model)  # a reward model's saved weights include its score head
     method = earlier_cfg.method
     if not method.mergeable:
         raise OnemlError(f"model.adapter: a {method.name} result cannot be merged into the base to start from")

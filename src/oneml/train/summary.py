@@ -16,6 +16,7 @@ _QUALITY_ROWS = [
     ("token accuracy", "token_accuracy", ".4f"),
     ("preference accuracy", "preference_accuracy", ".3f"),
     ("reward margin", "reward_margin", ".4f"),
+    ("label accuracy", "label_accuracy", ".3f"),
     ("KL to reference", "kl_ref", ".4f"),
     ("log odds ratio", "log_odds_ratio_mean", ".4f"),
     ("SFT loss part", "sft_loss", ".4f"),

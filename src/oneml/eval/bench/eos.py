@@ -26,8 +26,8 @@ def held_out_prompts(config: Any, count: int) -> list[list[dict[str, str]]]:
 
     kind = config.objective.data_kind  # the run's own examples, a mix of datasets included, split as it split them
     items = load_items(config.data, kind).items
-    if kind != "sft":
-        items = [p.prompt for p in items]
+    if kind != "sft":  # a pair, or an unpaired row's answers (a list), share one prompt
+        items = [(p[0] if isinstance(p, list) else p).prompt for p in items]
     _, held_out = train_eval_split(items, config.data)
     prompts = []
     for conv in held_out[:count]:
