@@ -11,7 +11,8 @@ Phases, in order, each a subprocess with its share of the time budget (what one 
 - smoke: every registered method x objective for a few steps through oneml.train() on the embedded model's
   architecture and tokenizer (SmolLM2-135M, random weights: its weights cannot travel), main methods first;
   refused pairs are recorded with their reason, pairs the budget leaves out as not run.
-- bench: the GPU benchmarks of benchmarks/perf.py (every name containing "gpu", or --bench), through its CLI.
+- bench: benchmarks/perf_gpu.py through its CLI (the LM head alone, then oneml vs TRL defaults vs TRL tuned per
+  case; or --bench), with a --deadline a minute inside this phase's budget.
 
 Everything lands in $OUT (summary.md, summary.json, pytest.log, smoke.jsonl, smoke.log, bench.json, bench.log:
 the device returns at most 8 files); summary.md is printed last.
@@ -74,7 +75,7 @@ def run_tests(args, budget: float) -> Phase:
     _seed_test_home()
     junit = Path("/tmp/oneml-gpu-junit.xml")
     junit.unlink(missing_ok=True)
-    cmd = ["-m", "pytest", "-m", "gpu", "tests/gpu", "tests/models/test_model_loading.py", "-v", "-rfEs"]
+    cmd = ["-m", "pytest", "-m", "gpu", "tests/gpu", "tests/models/test_model_loading.py", "tests/perf", "-v", "-rfEs"]
     cmd += ["-p", "no:cacheprovider", f"--junitxml={junit}"]
     if importlib.util.find_spec("pytest_timeout") is not None:  # on the image: one hung test cannot take them all
         cmd += ["--timeout", str(int(max(budget / 3, 60)))]
@@ -119,23 +120,27 @@ def run_smoke(args, budget: float) -> Phase:
     return phase
 
 
+BENCH = ("lm-head", "qwen1.5b", "smollm2", "qlora3b")
+"""benchmarks/perf_gpu.py's parts, in its order (the case with the MFU target first); its --deadline stops
+starting runs a minute before this phase's budget ends, and its JSON holds every run finished by then."""
+
+
 def run_bench(args, budget: float) -> Phase:
     phase = Phase("bench")
-    names = args.bench or _gpu_benchmarks(budget)
-    if not names:
-        phase.status = "no GPU benchmark registered in benchmarks/perf.py"
-        return phase
+    names = args.bench or list(BENCH[:2] if args.dry_run else BENCH)
     out = args.out / "bench.json"
     out.unlink(missing_ok=True)
-    cmd = ["benchmarks/perf.py", *[x for n in names for x in ("--only", n)], "--json", str(out)]
+    cmd = ["benchmarks/perf_gpu.py", *[x for n in names for x in ("--only", n)], "--json", str(out)]
+    cmd += ["--deadline", str(int(max(budget - 60, 0)))]
     cmd += ["--pairs", str(args.bench_pairs)] if args.bench_pairs else []
+    cmd += ["--dry-run"] if args.dry_run else []
     proc = _python(cmd, budget, log=args.out / "bench.log")
-    results = json.loads(out.read_text()) if out.is_file() else []
-    phase.detail = {"benchmarks": names, "results": [_bench_row(r) for r in results]}
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    phase.detail = {"benchmarks": names, "results": _bench_rows(results)}
     if proc.returncode == 124:
-        phase.status = "timed out (partial figures in bench.log)"
+        phase.status = "timed out (partial figures in bench.json and bench.log)"
     elif proc.returncode != 0:
-        phase.status = f"perf.py exited {proc.returncode}: {_tail(proc)}"
+        phase.status = f"perf_gpu.py exited {proc.returncode}: {_tail(proc)}"
     else:
         phase.status = "; ".join(_bench_line(r) for r in phase.detail["results"]) or "no result"
     return phase
@@ -311,24 +316,25 @@ def _verbose_outcomes(log: Path) -> dict:
             "failures": failures}  # fmt: skip
 
 
-def _gpu_benchmarks(budget: float) -> list[str]:
-    proc = _python(["benchmarks/perf.py", "--list"], min(budget, 120))
-    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip() and "gpu" in line.split()[0]]
-
-
-def _bench_row(result: dict) -> dict:
-    keep = ("benchmark", "skipped", "metric", "median_ratio", "target", "met", "ours_median", "baseline_median")
-    row = {k: result[k] for k in keep if k in result}
-    extra = result.get("ours_extra", {})
-    row |= {f"ours_{k}": extra[k] for k in ("mfu", "peak_gpu_GiB", "device") if k in extra}
-    return row
+def _bench_rows(results: dict) -> list[dict]:
+    """One row per LM head and per case of perf_gpu.py's JSON."""
+    rows = [{"benchmark": f"lm-head {r['head']}"} | {k: v for k, v in r.items() if k != "head"}
+            for r in results.get("lm_head", [])]  # fmt: skip
+    for case in results.get("cases", []):
+        row = {"benchmark": case["case"]} | {k: case[k] for k in ("skipped", "weights", "median") if k in case}
+        row |= {k: v for k, v in case.items() if k.startswith("oneml/")}
+        rows.append(row)
+    return rows
 
 
 def _bench_line(row: dict) -> str:
     if "skipped" in row:
         return f"{row['benchmark']}: skipped ({row['skipped']})"
-    met = "met" if row.get("met") else "not met"
-    return f"{row['benchmark']}: ours/baseline {row['median_ratio']:.3f} (target {row['target']}, {met})"
+    if "ms" in row or "error" in row:  # an LM head
+        return f"{row['benchmark']}: " + (row.get("error") or f"{row['ms']:.1f} ms, {row['peak_GiB']:.2f} GiB")
+    ratios = ", ".join(f"{k} {v['tokens_per_second']:.2f}x" for k, v in row.items() if k.startswith("oneml/"))
+    mfu = row.get("median", {}).get("oneml", {}).get("mfu")
+    return f"{row['benchmark']}: tokens/s {ratios or 'no pair'}" + (f", oneml MFU {mfu:.2f}" if mfu else "")
 
 
 # --- the summary ----------------------------------------------------------------------------------------------------
@@ -367,17 +373,16 @@ def _phase_notes(p: Phase) -> list[str]:
             )
         return rows
     if p.name == "bench" and d.get("results"):
-        return ["", "## bench", *[f"- {_bench_line(r)} {_extras(r)}" for r in d["results"]]]
+        return [
+            "",
+            "## bench (benchmarks/perf_gpu.py; every figure in bench.json)",
+            *[f"- {_bench_line(r)}" for r in d["results"]],
+        ]
     return []
 
 
 def _num(value) -> str:
     return f"{value:,.0f}" if isinstance(value, int | float) else ""
-
-
-def _extras(row: dict) -> str:
-    keys = [k for k in row if k.startswith("ours_") and k != "ours_median"]
-    return "; ".join(f"{k[5:]} {row[k]:.3g}" if isinstance(row[k], float) else f"{k[5:]} {row[k]}" for k in keys)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,10 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=None, help="seconds for all phases (default 420; dry 1800)")
     parser.add_argument("--phases", default="env,tests,smoke,bench", help="comma-separated, in order")
     parser.add_argument("--methods", default=None, help="all (device default), main (dry default) or a list")
-    parser.add_argument(
-        "--bench", action="append", help="a benchmarks/perf.py name (repeatable; default: the GPU ones)"
-    )
-    parser.add_argument("--bench-pairs", type=int, default=None, help="alternating pairs per benchmark")
+    parser.add_argument("--bench", action="append", help="a benchmarks/perf_gpu.py part (repeatable; default: all)")
+    parser.add_argument("--bench-pairs", type=int, default=None, help="alternating pairs per case (default 3)")
     parser.add_argument("--smoke-workers", type=int, default=None, help="smoke processes at once (4; dry run 1)")
     parser.add_argument("--smoke-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)

@@ -130,6 +130,8 @@ def test_an_unset_test_split_leaves_run_ids_as_they_were():
     for added_later in ("test_size", "test_fraction", "datasets", "max_completion_length"):  # unset: not hashed
         assert payload["data"].pop(added_later) is None
     assert payload["train"].pop("early_stopping") is None
+    for section, key, default in DEFAULT_SPEED_KEYS:  # at their defaults: not hashed either
+        assert payload[section].pop(key) == default
     assert payload["train"].pop("lean_activations") is True  # memory switches at their defaults: not hashed either
     assert payload["train"].pop("return_memory") is False
     for added_later in LORA_ADDED_LATER:
@@ -144,6 +146,45 @@ def test_an_unset_test_split_leaves_run_ids_as_they_were():
     stopping = ["method.r=4", "data.eval_size=8", "train.early_stopping={patience: 2}"]
     with_stop = load_run_config(None, [*stopping, "train.eval_steps=4"])
     assert with_stop.run_id != load_run_config(None, ["method.r=4", "data.eval_size=8", "train.eval_steps=4"]).run_id
+
+
+DEFAULT_SPEED_KEYS = [
+    ("model", "attn_implementation", "auto"),
+    ("train", "kernels", "none"),
+    ("train", "optim", "auto"),
+    ("train", "tf32", False),
+]
+
+
+def test_speed_keys_at_their_defaults_leave_run_ids_as_they_were():
+    """Configs written before the speed keys existed keep their run ids (the hashes below were computed before
+    them, at bf4ed11); spelling a default out keeps it too, and any other value is a different run."""
+    before = {(): "8bf6f9e90e75", ("train.chunked_loss=false", "train.compile=true"): "532efee96bad"}
+    for overrides, run_id in before.items():
+        assert load_run_config(None, list(overrides)).run_id == run_id
+    spelled = ["model.attn_implementation=auto", "train.kernels=none", "train.optim=auto", "train.tf32=false"]
+    assert load_run_config(None, [*spelled, "train.chunked_loss=auto", "train.compile=off"]).run_id == before[()]
+    assert load_run_config(None, ["train.chunked_loss=off", "train.compile=full"]).run_id == "532efee96bad"
+    others = ["model.attn_implementation=sdpa", "train.optim=adamw_torch", "train.tf32=true", "train.compile=regional"]
+    others += ["train.chunked_loss=ours", "train.chunked_loss=liger", "train.kernels=liger"]
+    ids = {load_run_config(None, [o]).run_id for o in others}
+    assert len(ids) == len(others) and before[()] not in ids
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.chunked_loss=fast", "train.chunked_loss: must be one of auto, off, ours, trl, liger, cce"),
+        ("train.compile=max", "train.compile: must be false, true (= full) or regional, got 'max'"),
+        ("model.attn_implementation=flash", "model.attn_implementation: must be one of auto, eager, sdpa"),
+        ("train.optim=sgd", "train.optim: must be one of 'auto', 'adamw_torch'"),
+        ("train.kernels=unsloth", "train.kernels: must be one of 'none' or 'liger'"),
+    ],
+)
+def test_bad_speed_values_are_one_line_errors(override, message):
+    with pytest.raises(OnemlError) as err:
+        load_run_config(None, [override])
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
 def test_test_split_keys_are_documented():

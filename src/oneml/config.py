@@ -42,6 +42,17 @@ class ModelConfig(Section):
     adapter: str | None = None
     """Start from an earlier run's result: its run id (under tracking.root) or a directory; it is merged into
     the base before this run's method applies (so DPO's reference is that starting point)."""
+    attn_implementation: str = "auto"
+    """Attention kernels: auto (transformers' choice, sdpa), eager, sdpa, flex_attention (CUDA), flash_attention_2,
+    flash_attention_3 (CUDA, bf16/fp16, their packages) or a hub kernel org/name (the kernels package). Packing
+    stays exact with each (block masks or cumulative lengths); one that cannot run here is refused in one line."""
+
+    @field_validator("attn_implementation")
+    @classmethod
+    def _attention(cls, value: str) -> str:
+        from oneml.models.attention import check_name
+
+        return check_name(value)
 
 
 class MixEntry(Section):
@@ -226,11 +237,49 @@ class TrainConfig(Section):
     <root>/runs/.<run id>.ckpt/; a rerun of the same run resumes from it. Off by default; studies set it."""
     save_adapter: bool = True
     """Save the trained adapter (or full model) under the run directory and as an MLflow artifact."""
-    chunked_loss: bool = True
-    """Compute the LM head + loss in chunks of tokens, never the full (tokens x vocabulary) logits (SFT, DPO, ORPO);
-    false = the trainer's own head (TRL's fused head for SFT/DPO, full logits for ORPO)."""
-    compile: bool = False
-    """torch.compile the model (transformers' torch_compile); the first steps pay for the compilation."""
+    chunked_loss: bool | Literal["ours", "trl", "liger", "cce"] = True
+    """The LM head + loss, never the full (tokens x vocabulary) logits: auto (= true; ours on every device, the
+    measured choice on CPU), ours (labelled tokens in tiles, exact), liger or cce (Liger's fused linear
+    cross-entropy, cut cross-entropy: CUDA and their packages, oneml[gpu]), trl (TRL's fused head, SFT/DPO), or
+    off (= false: the trainer's own head, TRL's fused head for SFT/DPO, full logits for ORPO)."""
+    compile: bool | Literal["regional"] = False
+    """torch.compile: true (or full) compiles the whole model (transformers' torch_compile); regional compiles each
+    decoder layer once, with dynamic sequence lengths (far shorter compilation, no recompile per batch shape).
+    The first steps pay for it: compile_seconds records that, steady_tokens_per_second the rate after it."""
+    kernels: Literal["none", "liger"] = "none"
+    """Fused kernels swapped into the model: liger = Liger's RMSNorm, SwiGLU and RoPE (CUDA, liger-kernel; its fused
+    cross-entropy is train.chunked_loss: liger)."""
+    optim: Literal["auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "adafactor"] = "auto"
+    """Optimizer: auto (what runs used before this key: transformers' default, adamw_torch_fused on torch >= 2.8,
+    CPU included), adamw_torch, adamw_torch_fused, adamw_8bit / paged_adamw_8bit (bitsandbytes; paged needs CUDA),
+    adafactor."""
+    tf32: bool = False
+    """Let fp32 matmuls use TF32 tensor cores (CUDA, Ampere or newer): faster, ~1e-3 relative error per matmul.
+    Off by default: it changes fp32 results."""
+
+    @field_validator("chunked_loss", mode="before")
+    @classmethod
+    def _head(cls, value: Any) -> Any:
+        from oneml.models.head_backends import CHOICES
+
+        named = {"auto": True, "off": False}
+        if isinstance(value, str) and value.lower() in named:
+            return named[value.lower()]
+        if isinstance(value, bool) or value in CHOICES:
+            return value
+        raise OnemlError(
+            f"train.chunked_loss: must be one of {', '.join(CHOICES)} (or true = auto, false = off), got {value!r}"
+        )
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile(cls, value: Any) -> Any:
+        named = {"full": True, "off": False, "none": False}
+        if isinstance(value, str) and value.lower() in named:
+            return named[value.lower()]
+        if isinstance(value, bool) or value == "regional":
+            return value
+        raise OnemlError(f"train.compile: must be false, true (= full) or regional, got {value!r}")
 
 
 class DistributedConfig(Section):
@@ -364,7 +413,7 @@ class RunConfig(Section):
         payload = {k: v for k, v in self.to_dict().items() if k not in ("tracking", "distributed")}
         for section, keys in _ADDED_LATER.items():
             payload[section] = {k: v for k, v in payload[section].items() if not (k in keys and v is None)}
-        for section, defaults in _SAME_RESULT_AT_DEFAULT.items():
+        for section, defaults in _LEFT_OUT_AT_DEFAULT.items():
             payload[section] = {k: v for k, v in payload[section].items() if not (k in defaults and v == defaults[k])}
         for section in ("method", "objective"):  # each method's and objective's own keys added later, at their default
             schema = type(getattr(self, section))
@@ -384,16 +433,21 @@ _ADDED_LATER = {
 """Keys added after runs had been recorded: left out of the identity while unset (None), so that every config
 written before them keeps its run id and a study resumes its finished runs instead of training them again."""
 
-_SAME_RESULT_AT_DEFAULT = {"train": {"lean_activations": True, "return_memory": False}}
-"""Memory switches added after runs had been recorded, whose default computes bitwise what every earlier run did:
-left out of the identity at that default so earlier run ids stay valid; the other value is part of it."""
-
 
 def _json_default(field: Any) -> Any:
     """A field's default as ``to_dict`` writes it (JSON mode), to compare with a dumped value."""
     from pydantic import TypeAdapter
 
     return TypeAdapter(field.annotation).dump_python(field.get_default(call_default_factory=True), mode="json")
+
+
+_LEFT_OUT_AT_DEFAULT = {
+    "model": {"attn_implementation": "auto"},
+    "train": {"kernels": "none", "optim": "auto", "tf32": False, "lean_activations": True, "return_memory": False},
+}
+"""Speed and memory keys added after runs had been recorded, left out of the identity while at these defaults (which
+compute what every run did before them; lean_activations bitwise), so that earlier run ids stay valid; any other
+value is part of the identity."""
 
 
 def _dispatch(registry: Any, value: Any, field: str) -> Any:

@@ -102,6 +102,9 @@ def test_configs_without_the_new_keys_keep_their_run_ids():
         assert payload["data"].pop(key) is None
     for key, default in (("early_stopping", None), ("lean_activations", True), ("return_memory", False)):
         assert payload["train"].pop(key) == default  # added later too, left out at their defaults
+    for section, key, default in (("model", "attn_implementation", "auto"), ("train", "kernels", "none")):
+        assert payload[section].pop(key) == default
+    assert (payload["train"].pop("optim"), payload["train"].pop("tf32")) == ("auto", False)
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     assert cfg.run_id == hashlib.sha256(blob.encode()).hexdigest()[:12]
     longer = load_run_config(None, ["method.r=4", "data.eval_size=8", "data.max_completion_length=100"])

@@ -66,6 +66,7 @@ def test_tiny_overrides_apply():
 # Linear layer names each architecture must expose: methods target separate and fused projections differently.
 LAYERS = {
     "qwen2.5-0.5b": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    "qwen2.5-1.5b": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
     "qwen2.5-3b": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
     "llama-3.2-1b": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
     "phi-2": {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"},
@@ -111,6 +112,9 @@ def test_real_architecture_figures():
     llama = MODELS.get("llama-3.2-1b").arch
     assert (llama["vocab_size"], llama["hidden_size"], llama["num_hidden_layers"]) == (128256, 2048, 16)
     assert llama["rope_scaling"]["rope_type"] == "llama3" and llama["rope_scaling"]["factor"] == 32.0
+    qwen15 = MODELS.get("qwen2.5-1.5b").arch  # Qwen/Qwen2.5-1.5B-Instruct config.json
+    assert (qwen15["hidden_size"], qwen15["intermediate_size"], qwen15["num_hidden_layers"]) == (1536, 8960, 28)
+    assert (qwen15["num_attention_heads"], qwen15["num_key_value_heads"], qwen15["max_window_layers"]) == (12, 2, 21)
     qwen3b = MODELS.get("qwen2.5-3b").arch
     assert (qwen3b["hidden_size"], qwen3b["intermediate_size"], qwen3b["num_hidden_layers"]) == (2048, 11008, 36)
     phi2 = MODELS.get("phi-2").arch

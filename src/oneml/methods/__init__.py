@@ -62,6 +62,17 @@ class MethodContext:
     run."""
 
 
+OptimizerBuilder = Callable[[list[dict[str, Any]], float, float], Any]
+"""(parameter groups, learning rate, weight decay) -> an optimizer of the run's configured kind."""
+
+
+def adamw(groups: list[dict[str, Any]], learning_rate: float, weight_decay: float) -> Any:
+    """A plain torch AdamW: the optimizer every method's own groups went to before ``train.optim`` existed."""
+    import torch
+
+    return torch.optim.AdamW(groups, lr=learning_rate, weight_decay=weight_decay)
+
+
 class MethodConfig(Section):
     """Base of every method config; ``name`` selects it in YAML (``method: {name: lora}``)."""
 
@@ -125,16 +136,24 @@ class MethodConfig(Section):
         """Parameter groups for AdamW, or None for one group of every trainable parameter."""
         return None
 
-    def optimizer(self, model: torch.nn.Module, learning_rate: float, weight_decay: float) -> Any:
-        """The optimizer this method trains with, or None for the Trainer's AdamW over the trainable parameters.
-        By default AdamW over `optimizer_groups` when the method has its own groups (LoRA+); the memory-efficient
-        full fine-tuning methods return their package's optimizer (GaLore, APOLLO, BAdam)."""
+    fixed_optimizer: ClassVar[str | None] = None
+    """The optimizer the method always trains with, from its package (GaLore's ``galore_adamw``): the run records it,
+    and a ``train.optim`` other than auto is refused in one line."""
+    builds_optimizer: ClassVar[bool] = False
+    """`optimizer` builds over its own parameter groups whatever `optimizer_groups` says (LISA over every parameter,
+    BAdam's block optimizer around one): with ``train.optim: auto`` that is a plain torch AdamW, as the run records."""
+
+    def optimizer(
+        self, model: torch.nn.Module, learning_rate: float, weight_decay: float, build: OptimizerBuilder | None = None
+    ) -> Any:
+        """The optimizer this method trains with, or None for the Trainer's own (``train.optim``) over the trainable
+        parameters. ``build(groups, lr, weight_decay)`` makes the run's configured kind (train/speedups.py; None: a
+        torch AdamW). By default that kind over `optimizer_groups` when the method has its own groups (LoRA+); the
+        memory-efficient full fine-tuning methods return their package's optimizer (GaLore, APOLLO, BAdam)."""
         groups = self.optimizer_groups(model, learning_rate)
         if groups is None:
             return None
-        import torch
-
-        return torch.optim.AdamW(groups, lr=learning_rate, weight_decay=weight_decay)
+        return (build or adamw)(groups, learning_rate, weight_decay)
 
     def callbacks(self, model: torch.nn.Module, ctx: MethodContext) -> list[Any]:
         """Trainer callbacks the method needs (allocation steps, regularisers, diagnostics)."""

@@ -29,6 +29,7 @@ class APOLLOConfig(GaLoreConfig):
         "full fine-tuning with random-projection gradient scaling: rank, projection, scale type and scale",
     )
     package: ClassVar[tuple[str, str]] = ("apollo_torch", "apollo-torch")
+    fixed_optimizer: ClassVar[str | None] = "apollo_adamw"
     proj: Literal["random", "svd"] = "random"
     """How the projection is drawn: random (APOLLO's, no SVD) or svd (GaLore's)."""
     scale_type: Literal["channel", "tensor"] = "channel"

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import PositiveInt
 
-from oneml.methods import METHODS, MethodContext
+from oneml.methods import METHODS, MethodContext, OptimizerBuilder
 from oneml.methods.full import FullConfig
 from oneml.methods.optimizers import OWN_OPTIMIZER_UNDER_FSDP, decay_groups, decoder_layers, needs_package
 
@@ -32,6 +32,7 @@ class BAdamConfig(FullConfig):
         11.2,
         "full fine-tuning one decoder layer at a time: a switch interval and order; full checkpoints",
     )
+    fixed_optimizer: ClassVar[str | None] = "badam_block_adamw"  # its block optimizer around a torch AdamW
     switch_every: PositiveInt = 50
     """Optimizer steps each block trains before the next one (K)."""
     switch_mode: Literal["ascending", "descending", "random", "fixed"] = "ascending"
@@ -58,7 +59,9 @@ class BAdamConfig(FullConfig):
             "the trainable parameters once); train in one process (distributed.nproc: 1)"
         )
 
-    def optimizer(self, model: torch.nn.Module, learning_rate: float, weight_decay: float) -> Any:
+    def optimizer(
+        self, model: torch.nn.Module, learning_rate: float, weight_decay: float, build: OptimizerBuilder | None = None
+    ) -> Any:
         needs_package(self.name, "badam", "badam")
         decoder_layers(model, self.name)
         named = list(model.named_parameters())

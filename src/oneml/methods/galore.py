@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field, PositiveInt, field_validator
 
-from oneml.methods import METHODS, MethodContext
+from oneml.methods import METHODS, MethodContext, OptimizerBuilder
 from oneml.methods.full import FullConfig
 from oneml.methods.optimizers import OWN_OPTIMIZER_UNDER_FSDP, decay_groups, needs_package
 from oneml.methods.targets import check_targets, linear_module_names
@@ -35,6 +35,7 @@ class GaLoreConfig(FullConfig):
         "full fine-tuning through a low-rank gradient projection: rank, refresh gap, scale; full checkpoints",
     )
     package: ClassVar[tuple[str, str]] = ("galore_torch", "galore-torch")
+    fixed_optimizer: ClassVar[str | None] = "galore_adamw"
     """(module, pip package) of the optimizer."""
     rank: PositiveInt = 128
     """r: the projected gradient's rank (transformers' default; the paper uses 128 to 512 for 1B to 7B models)."""
@@ -86,7 +87,9 @@ class GaLoreConfig(FullConfig):
             "proj_type": self.proj_type,
         }
 
-    def optimizer(self, model: torch.nn.Module, learning_rate: float, weight_decay: float) -> Any:
+    def optimizer(
+        self, model: torch.nn.Module, learning_rate: float, weight_decay: float, build: OptimizerBuilder | None = None
+    ) -> Any:
         needs_package(self.name, *self.package)
         projected = projected_weights(model, self.target_modules)
         rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and n not in projected]

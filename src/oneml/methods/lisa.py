@@ -27,7 +27,7 @@ from pydantic import PositiveInt
 from transformers import TrainerCallback
 
 from oneml.errors import OnemlError
-from oneml.methods import METHODS, MethodContext
+from oneml.methods import METHODS, MethodContext, OptimizerBuilder, adamw
 from oneml.methods.full import FullConfig
 from oneml.methods.optimizers import OWN_OPTIMIZER_UNDER_FSDP, decay_groups, decoder_layers
 
@@ -38,6 +38,7 @@ class LISAConfig(FullConfig):
         11.3,
         "full fine-tuning of a few sampled layers at a time: how many and how often; full checkpoints",
     )
+    builds_optimizer: ClassVar[bool] = True  # over every parameter: a layer drawn later must already be in it
     layers: PositiveInt = 2
     """gamma: decoder layers trained in each period (the paper's 2), beside embeddings, final norm and head."""
     interval: PositiveInt = 20
@@ -61,11 +62,13 @@ class LISAConfig(FullConfig):
             "the trainable parameters once); train in one process (distributed.nproc: 1)"
         )
 
-    def optimizer(self, model: torch.nn.Module, learning_rate: float, weight_decay: float) -> Any:
+    def optimizer(
+        self, model: torch.nn.Module, learning_rate: float, weight_decay: float, build: OptimizerBuilder | None = None
+    ) -> Any:
         # Over every parameter, frozen ones included: a layer drawn later must already be in the optimizer (the
         # Trainer would build one over the parameters trainable now); AdamW skips parameters without a gradient.
         named = list(model.named_parameters())
-        return torch.optim.AdamW(decay_groups(named, weight_decay), lr=learning_rate, weight_decay=weight_decay)
+        return (build or adamw)(decay_groups(named, weight_decay), learning_rate, weight_decay)  # train.optim's kind
 
     def callbacks(self, model: torch.nn.Module, ctx: MethodContext) -> list[Any]:
         return [LayerSampling(decoder_layers(model, self.name), self.layers, self.interval, ctx)]

@@ -147,6 +147,36 @@ _register(
 )
 _register(
     ModelPreset(
+        name="qwen2.5-1.5b",
+        description="Qwen2.5-1.5B-Instruct (GQA 12/2, q/k/v bias, tied embeddings, vocab 151936)",
+        kind="architecture",
+        hub_id="Qwen/Qwen2.5-1.5B-Instruct",
+        params="1.54B",
+        arch={
+            "model_type": "qwen2",
+            "vocab_size": 151936,
+            "hidden_size": 1536,
+            "intermediate_size": 8960,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 12,
+            "num_key_value_heads": 2,
+            "hidden_act": "silu",
+            "max_position_embeddings": 32768,
+            "max_window_layers": 21,
+            "sliding_window": 32768,
+            "use_sliding_window": False,
+            "rms_norm_eps": 1e-06,
+            "rope_theta": 1000000.0,
+            "attention_dropout": 0.0,
+            "initializer_range": 0.02,
+            "tie_word_embeddings": True,
+            "bos_token_id": 151643,
+            "eos_token_id": 151645,
+        },
+    )
+)
+_register(
+    ModelPreset(
         name="qwen2.5-3b",
         description="Qwen2.5-3B-Instruct (GQA 16/2, q/k/v bias, tied embeddings, vocab 151936)",
         kind="architecture",

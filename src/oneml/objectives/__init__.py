@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from oneml.errors import OnemlError
 from oneml.registry import Registry, import_submodules
 from oneml.schema import Section
 from oneml.tracking.tags import SWITCH_PREFIX
@@ -22,11 +23,20 @@ class Speed:
     packing: bool = False
     packing_reason: str = ""
     chunked_loss: bool = False
+    """Our model-level head is installed (`oneml.models.lm_head`), serving ``lm_head``."""
     chunked_reason: str = ""
+    lm_head: str = "ours"
+    """Which head computes the training loss: ours, liger, cce (through our model-level head), or the trainer's
+    own: trl (TRL's fused head) or logits (full logits)."""
+    attention: str = ""
+    """The attention implementation the model runs (`oneml.models.attention`)."""
 
     def tags(self) -> dict[str, str]:
         tags = {f"{SWITCH_PREFIX}packing": str(self.packing).lower()}
         tags[f"{SWITCH_PREFIX}chunked_loss"] = str(self.chunked_loss).lower()
+        tags[f"{SWITCH_PREFIX}lm_head"] = self.lm_head
+        if self.attention:
+            tags[f"{SWITCH_PREFIX}attn_implementation"] = self.attention
         reasons = {"packing": self.packing_reason, "chunked_loss": self.chunked_reason}
         return tags | {f"{SWITCH_PREFIX}{k}_off_reason": v for k, v in reasons.items() if v}
 
@@ -86,11 +96,14 @@ class ObjectiveConfig(Section):
     """True when this objective's batches can be padding-free packed (`oneml.data.packing`)."""
     gathers_eval: ClassVar[bool] = False
     """True when its held-out evaluation gathers across processes, so a run may span several (distributed/)."""
+    trainer_head: ClassVar[str] = "trl"
+    """The head its TRL trainer computes the loss with when ours is off: trl (TRL's fused head) or logits."""
 
     def speed(self, model: Any, config: Any) -> Speed:
-        """The switches this run uses on ``model`` (after the method applied), from ``config`` (a RunConfig)."""
+        """The switches this run uses on ``model`` (after the method applied), from ``config`` (a RunConfig).
+        A head that cannot run here (liger off CUDA, say) is refused in one line rather than silently replaced."""
         from oneml.data.packing import packing_problem
-        from oneml.models.lm_head import unsupported_reason
+        from oneml.models import attention
 
         packing, packing_reason = config.data.packing, ""
         if packing and not self.packs:
@@ -98,11 +111,25 @@ class ObjectiveConfig(Section):
         elif packing:
             packing_reason = packing_problem(model) or ""
             packing = not packing_reason
-        chunked, chunked_reason = config.train.chunked_loss, ""
-        if chunked:
-            chunked_reason = unsupported_reason(model) or ""
-            chunked = not chunked_reason
-        return Speed(packing, packing_reason, chunked, chunked_reason)
+        head, chunked, chunked_reason = self._head(model, config.train.chunked_loss)
+        return Speed(packing, packing_reason, chunked, chunked_reason, head, attention.in_use(model))
+
+    def _head(self, model: Any, choice: bool | str) -> tuple[str, bool, str]:
+        """(head used, our model-level head installed, why the requested one is off)."""
+        from oneml.models.head_backends import HEADS, resolve
+        from oneml.models.lm_head import unsupported_reason
+
+        device = next(model.parameters()).device.type
+        head = resolve(choice, device)
+        if head is None or head == "trl":
+            if head == "trl" and self.trainer_head != "trl":
+                raise OnemlError(f"train.chunked_loss: trl: TRL's {self.name} trainer has no fused head; use ours/off")
+            return self.trainer_head, False, ""
+        reason = HEADS.get(head).unavailable(device, model)
+        if reason is not None:
+            raise OnemlError(f"train.chunked_loss: {head} {reason}")
+        reason = unsupported_reason(model)
+        return (self.trainer_head, False, reason) if reason else (head, True, "")
 
     def prepare(self, data_cfg: Any, tokenizer: Any) -> Any:
         """Train/eval datasets for this objective (a `oneml.data.PreparedData`)."""

@@ -111,10 +111,12 @@ class DPOObjective(UsesReference, PreferenceObjective):
                 optimizers=inputs.optimizers,
             )
         if inputs.speed.chunked_loss:
+            from oneml.models.head_backends import training_log_probs
             from oneml.models.lm_head import install_chunked_head
 
             # TRL logs the policy's entropy, mean logit and top-1 accuracy; of the reference it reads log-probs only.
-            install_chunked_head(trainer.model, stats=("entropy", "mean_logits", "is_top1"))
+            policy = training_log_probs(inputs.speed.lm_head)
+            install_chunked_head(trainer.model, stats=("entropy", "mean_logits", "is_top1"), log_probs=policy)
             if trainer.ref_model is not None:
                 install_chunked_head(trainer.ref_model, stats=())
         return trainer

@@ -30,6 +30,7 @@ class ORPOObjective(PreferenceObjective):
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
     name: Literal["orpo"] = "orpo"
+    trainer_head = "logits"  # TRL's ORPO trainer builds the full (2B, T, V) logits
     lambda_: float = Field(default=0.1, gt=0, alias="lambda")
     """Weight of the odds-ratio term against the SFT term (`lambda` in YAML)."""
 
@@ -48,9 +49,11 @@ class ORPOObjective(PreferenceObjective):
         )
         trainer.data_collator = CountingCollator(trainer.data_collator)
         if inputs.speed.chunked_loss:
+            from oneml.models.head_backends import training_log_probs
             from oneml.models.lm_head import install_chunked_head
 
-            install_chunked_head(trainer.model, stats=("mean_logits",))
+            policy = training_log_probs(inputs.speed.lm_head)
+            install_chunked_head(trainer.model, stats=("mean_logits",), log_probs=policy)
             trainer.chunked = True
         return trainer
 

@@ -55,9 +55,10 @@ class SFTObjective(ObjectiveConfig):
             data_collator=collator,
         )
         if speed.chunked_loss:
+            from oneml.models.head_backends import training_log_probs
             from oneml.models.lm_head import install_chunked_head
 
-            install_chunked_head(trainer.model)
+            install_chunked_head(trainer.model, log_probs=training_log_probs(speed.lm_head))
         return trainer
 
     def evaluator(self, trainer, data, tokenizer, max_length):

@@ -96,7 +96,8 @@ WORLD_SIZE = "oneml.world_size"
 LAUNCHER = "oneml.launcher"
 STRATEGY = "oneml.strategy"
 SWITCH_PREFIX = "oneml.switch."
-"""oneml.switch.<name> = a speed or precision switch as the run used it (and <name>_off_reason when off)."""
+"""oneml.switch.<name> = a speed or precision switch as the run used it (and <name>_off_reason when off): packing,
+chunked_loss, lm_head, attn_implementation, compile, kernels, optim, tf32, dtype, gradient_checkpointing."""
 STOPPED_EARLY = "oneml.stopped_early"
 """'true' when early stopping ended the run before train.max_steps, 'false' when it ran to the budget; absent
 without train.early_stopping. The run's metrics ``best_step`` and ``steps`` (steps actually run) go with it."""

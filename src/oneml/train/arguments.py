@@ -44,20 +44,30 @@ def trainer_args(config: RunConfig, device: str, dtype, output_dir: Path) -> dic
         # TRL turns checkpointing on by default (and bf16); both are set explicitly so our config decides.
         activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
-        torch_compile=t.compile,
+        torch_compile=t.compile is True,  # regional compilation is ours (train/speedups.py), not the Trainer's
+        # Always explicit: left unset, transformers turns TF32 on by itself whenever torch_compile is on with bf16.
+        tf32=t.tf32,
         # Loss over the label tokens of the whole global batch, whatever the process count (strategies.py).
         average_tokens_across_devices=True,
     )
+    if t.optim != "auto":
+        from oneml.train.speedups import OPTIMIZERS
+
+        args["optim"] = OPTIMIZERS.get(t.optim).trainer_name
     return args | strategies.trainer_args(config, device)
 
 
-def switches(config: RunConfig, dtype, speed) -> dict[str, str]:
+def switches(config: RunConfig, dtype, speed, optimizer: str) -> dict[str, str]:
     """Every speed switch, recorded so that comparisons between runs are honest (``speed``: what the objective
-    resolved for this model, with the reason for any requested switch left off)."""
+    resolved for this model, with the reason for any requested switch left off; ``optimizer``: the one in use)."""
+    t = config.train
     return {
         f"{tag.SWITCH_PREFIX}dtype": str(dtype).replace("torch.", ""),
-        f"{tag.SWITCH_PREFIX}gradient_checkpointing": str(config.train.gradient_checkpointing).lower(),
-        f"{tag.SWITCH_PREFIX}compile": str(config.train.compile).lower(),
+        f"{tag.SWITCH_PREFIX}gradient_checkpointing": str(t.gradient_checkpointing).lower(),
+        f"{tag.SWITCH_PREFIX}compile": str(t.compile).lower(),
+        f"{tag.SWITCH_PREFIX}kernels": t.kernels,
+        f"{tag.SWITCH_PREFIX}optim": optimizer,
+        f"{tag.SWITCH_PREFIX}tf32": str(t.tf32).lower(),
     } | speed.tags()
 
 

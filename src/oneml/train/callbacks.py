@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import statistics
 import threading
 import time
 from typing import Any
@@ -19,6 +21,8 @@ _RENAME = {
     "entropy": "train_entropy",
 }
 _SKIP = {"epoch", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second"}
+_MAY_BE_MISSING = {"entropy", "mean_token_accuracy", "logits/chosen", "logits/rejected"}
+"""Statistics a fused head other than ours does not compute (NaN, train.chunked_loss liger/cce): not logged."""
 
 
 class MlflowMetrics(TrainerCallback):
@@ -30,7 +34,8 @@ class MlflowMetrics(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
             return
-        metrics = {_RENAME.get(k, k): v for k, v in logs.items() if k not in _SKIP}
+        missing = {k for k, v in logs.items() if k in _MAY_BE_MISSING and isinstance(v, float) and math.isnan(v)}
+        metrics = {_RENAME.get(k, k): v for k, v in logs.items() if k not in _SKIP | missing}
         self.recorder.log_metrics(metrics, step=state.global_step)
 
 
@@ -265,3 +270,44 @@ def live_metrics(config) -> list[Any]:
         return []
     labels = {"run_id": config.run_id, "method": config.method.name, "study": config.tracking.tags.get(STUDY_TAG, "")}
     return [LiveMetrics(folder, labels)]
+
+
+class CompileClock(TrainerCallback):
+    """With train.compile on: each step's time and tokens, so that the compilation is reported apart from the
+    steady rate (`metrics`)."""
+
+    WARMUP = 2
+    """Steps counted as compilation: the first compiles, and the second may compile again when shapes first change
+    (a batch of one row: dynamo specialises a dimension of size 1)."""
+
+    def __init__(self):
+        self._start: float | None = None
+        self.steps: list[tuple[float, float]] = []
+        """(seconds, tokens seen at its end) per step of this call."""
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._start is not None:
+            self.steps.append((time.perf_counter() - self._start, float(state.num_input_tokens_seen or 0)))
+            self._start = None
+
+    def metrics(self) -> dict[str, float]:
+        """``compile_seconds``: what the warm-up steps took beyond as many steady steps (their median), i.e. the
+        compilation; ``steady_tokens_per_second``: tokens/s over the steps after them. Empty with too few steps."""
+        if len(self.steps) <= self.WARMUP:
+            return {}
+        warm, rest = self.steps[: self.WARMUP], self.steps[self.WARMUP :]
+        seconds = sum(took for took, _ in rest)
+        typical = statistics.median(took for took, _ in rest)
+        return {
+            "compile_seconds": max(0.0, sum(took for took, _ in warm) - self.WARMUP * typical),
+            "steady_tokens_per_second": (rest[-1][1] - warm[-1][1]) / seconds if seconds else 0.0,
+        }
+
+
+def compile_metrics(trainer) -> dict[str, float]:
+    """The `CompileClock` figures of a trainer that has one (a compiled run), else none."""
+    clocks = [c for c in trainer.callback_handler.callbacks if isinstance(c, CompileClock)]
+    return clocks[0].metrics() if clocks else {}

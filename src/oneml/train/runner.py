@@ -25,9 +25,10 @@ from oneml.distributed import world as worlds
 from oneml.errors import Interrupted, OnemlError
 from oneml.tracking import layout
 from oneml.tracking import tags as tag
+from oneml.train import speedups
 from oneml.train.arguments import precision_recipe, switches, trainer_args
 from oneml.train.calibration import calibration_batches
-from oneml.train.callbacks import live_metrics, progress_bar
+from oneml.train.callbacks import compile_metrics, live_metrics, progress_bar
 from oneml.train.checkpoints import (
     StopAt,
     checkpoint_dir,
@@ -131,6 +132,7 @@ def train(
     device = resolve_device(config.train.device)
     devices.check_one_device(world.size, worlds.launched(), device)
     strategies.check(config, device)
+    speedups.check(config, device)
     strategies.prepare(config, device)
     if world.is_main:  # a tracking server that does not answer fails now, not after the model has loaded
         check_server(resolve_tracking_uri(config.tracking.uri, config.tracking.root), "tracking.uri")
@@ -249,6 +251,10 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
             root = Path(config.tracking.root).resolve()
             model = start_from(model, config.model.adapter, root, config.model.name, type(config.objective).head)
     model = config.objective.with_head(model)
+    from oneml.models import attention
+
+    attention.apply(model, config.model.attn_implementation, device)  # before DPO's reference copies the model
+    speedups.apply_kernels(model, config.train.kernels)
     reference = config.objective.reference_model(model, config.method)
     if reference is not None:
         reference = config.method.frozen_base(reference)
@@ -260,6 +266,8 @@ def _setup(config: RunConfig, device: str, console) -> Setup:
     with console.status(f"applying {config.method.name}"):  # a data-driven init runs forward passes here
         model = config.method.apply(model, ctx)
     speed = config.objective.speed(model, config)
+    if config.train.compile == "regional":
+        speedups.compile_regions(model)
     lean_off = lean.apply(model, config)
     sizes = describe_model(model)
     return Setup(model, tokenizer, data, dtype, sizes, ctx, sink, reference, speed, lean_off, memory_kept)
@@ -281,8 +289,9 @@ def _tags(config: RunConfig, setup: Setup, device: str) -> dict[str, str]:
     tags |= {tag.WORLD_SIZE: str(d.world_size), tag.LAUNCHER: d.launcher, tag.STRATEGY: d.strategy}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
     tags |= {f"hardware.{k}": v for k, v in hardware().items()} | process_tags()
-    tags |= switches(config, setup.dtype, setup.speed) | lean.tags(setup.lean_off) | memory.tags(setup.memory_kept)
-    return tags | dict(config.tracking.tags)
+    optimizer = speedups.optimizer_in_use(config.train.optim, config.method, setup.model, config.train.learning_rate)
+    tags |= switches(config, setup.dtype, setup.speed, optimizer) | lean.tags(setup.lean_off)
+    return tags | memory.tags(setup.memory_kept) | dict(config.tracking.tags)
 
 
 def _execute(run: RunContext) -> RunResult:
@@ -377,7 +386,7 @@ def _costs(run: RunContext, trainer, timer, wall: float, memory) -> dict[str, fl
     metrics = run.setup.sizes | memory.metrics() | worlds.batch_sizes(run.config)
     metrics |= timer.throughput(tokens) | {"train_wall_seconds": wall, "train_tokens": tokens}
     metrics["steps"] = float(trainer.state.global_step)
-    return metrics
+    return metrics | compile_metrics(trainer)
 
 
 def _record_and_publish(run: RunContext, trainer, metrics: dict[str, float]) -> None:
@@ -406,7 +415,7 @@ def _record_and_publish(run: RunContext, trainer, metrics: dict[str, float]) -> 
 def _build_trainer(run: RunContext):
     from oneml.objectives import TrainerInputs
     from oneml.train import hooks
-    from oneml.train.callbacks import MlflowMetrics, StepTimer
+    from oneml.train.callbacks import CompileClock, MlflowMetrics, StepTimer
     from oneml.train.early_stopping import EarlyStopping
     from oneml.train.monitors import EarlyLogging, StepsToThreshold, StopOnNonFinite
 
@@ -415,8 +424,12 @@ def _build_trainer(run: RunContext):
     callbacks: list[Any] = [MlflowMetrics(recorder), timer, EarlyLogging(), StopOnNonFinite()]
     if config.train.loss_threshold is not None:
         callbacks.append(StepsToThreshold(config.train.loss_threshold, recorder.log_metrics))
+    if config.train.compile is not False:
+        callbacks.append(CompileClock())  # compile_seconds and the steady rate, apart
     callbacks += config.method.callbacks(setup.model, setup.ctx) + list(run.callbacks)
-    optimizer = config.method.optimizer(setup.model, config.train.learning_rate, config.train.weight_decay)
+    t = config.train
+    build = speedups.OPTIMIZERS.get(t.optim).build  # the configured kind, over the method's own groups (LoRA+)
+    optimizer = config.method.optimizer(setup.model, t.learning_rate, t.weight_decay, build)
     output_dir = ckpt if ckpt is not None else run.staging / "trainer"
     inputs = TrainerInputs(
         model=setup.model,
