@@ -106,7 +106,7 @@ def test_dpo_copy_reference_of_a_quantized_method_is_the_quantized_starting_mode
     result = train(cfg, progress=False)
     assert result.metrics["initial_eval_kl_ref"] == pytest.approx(0.0, abs=1e-6)
     model, _ = load_model_and_tokenizer(cfg.model, seed=cfg.train.seed)
-    reference = cfg.method.frozen_base(cfg.objective.reference_model(model))
+    reference = cfg.method.frozen_base(cfg.objective.reference_model(model, cfg.method))
     assert sum(is_quantized(m) for m in reference.modules()) == 7 * reference.config.num_hidden_layers
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from oneml import load_run_config, train
+from oneml.config import ModelConfig
 from oneml.errors import OnemlError
 from oneml.models import load_model_and_tokenizer
 from oneml.tracking import list_runs, resolve_tracking_uri
@@ -73,7 +74,7 @@ def test_a_methods_own_groups_get_the_configured_optimizer():
         fused.defaults["fused"] is True
         and speedups.build_optimizer("auto", groups, 1e-3, 0.0).defaults["fused"] is None
     )
-    model, _ = load_model_and_tokenizer("tiny-llama")
+    model, _ = load_model_and_tokenizer(ModelConfig(name="tiny-llama"))
     for name, extra in (("loraplus", []), ("lisa", ["method.layers=1"])):  # LoRA+'s groups, LISA's every parameter
         cfg = load_run_config(None, [*BASE, f"method.name={name}", *extra, "train.optim=adafactor"])
         applied = cfg.method.apply(model, _context()) if name == "loraplus" else model
@@ -83,7 +84,7 @@ def test_a_methods_own_groups_get_the_configured_optimizer():
         auto = load_run_config(None, [*BASE, f"method.name={name}", *extra])
         assert speedups.optimizer_in_use("auto", auto.method, applied, 1e-3) == "adamw_torch"  # as recorded before
         if name == "loraplus":
-            model, _ = load_model_and_tokenizer("tiny-llama")
+            model, _ = load_model_and_tokenizer(ModelConfig(name="tiny-llama"))
     lora = load_run_config(None, BASE)
     assert speedups.optimizer_in_use("adafactor", lora.method, model, 1e-3) == "adafactor"
 

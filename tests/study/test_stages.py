@@ -166,8 +166,8 @@ def test_a_stage_starts_from_the_best_source_run_and_loads_its_weights(tmp_path,
     start = importlib.import_module("oneml.train.start")  # `import a.b.c as x` trips over tests/train/
     real, loaded = start.start_from, []
 
-    def spy(model, spec, root, name):
-        merged = real(model, spec, root, name)
+    def spy(model, spec, *args):
+        merged = real(model, spec, *args)
         loaded.append((spec, {k: v.detach().clone() for k, v in merged.state_dict().items()}))
         return merged
 
