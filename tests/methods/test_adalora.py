@@ -196,6 +196,17 @@ def test_real_run_records_the_rank_heatmap_and_ends_at_the_target(tmp_path):
     assert sum(sum(mask) for mask in saved["rank_pattern"].values()) == 2 * 14
 
 
+def test_a_checkpoint_after_the_final_allocation_keeps_the_rank_record(tmp_path):
+    """peft's save rewrites the live rank pattern's keys without the adapter name; a checkpoint between the final
+    allocation and the end of the run (the paper-cpu study's 6-step tuning runs) then broke the last record."""
+    overrides = ["model.name=tiny-llama", "method.name=adalora", "method.init_r=4", "method.target_r=2"]
+    overrides += ["data.max_samples=24", "data.eval_size=4", "data.max_length=64", "train.max_steps=6"]
+    overrides += ["train.save_steps=5", "train.eval_before=false", f"tracking.root={tmp_path}"]
+    result = train(load_run_config(None, overrides), progress=False)
+    ranks = json.loads((result.run_dir / "diagnostics" / "adalora_ranks.json").read_text())
+    assert ranks["steps"][-1] == 6 and sum(row[-1] for row in ranks["matrix"]) == 2 * 14
+
+
 def test_why_the_penalty_is_ours_the_fused_head_loss_leaves_it_out():
     """peft adds gamma * R to outputs.loss, but TRL's SFTTrainer builds its loss from the fused head's log-probs."""
     from peft import AdaLoraConfig, get_peft_model

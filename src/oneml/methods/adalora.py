@@ -205,7 +205,10 @@ class RankAllocation(TrainerCallback):
         pattern = self.peft_cfg.rank_pattern
         if not pattern:
             return [self.peft_cfg.init_r] * len(self.e_names)
-        return [int(sum(pattern[n])) for n in self.e_names]
+        # peft's save writes the pattern's keys without the adapter name into the live config (a checkpoint after
+        # the final allocation leaves them so); its own masking accepts both forms, and so does this.
+        adapter = f".{self.tuner.trainable_adapter_name}"
+        return [int(sum(pattern[n] if n in pattern else pattern[n.replace(adapter, "")])) for n in self.e_names]
 
     def record(self, step: int) -> None:
         if self.steps and self.steps[-1] == step:
