@@ -207,6 +207,39 @@ def test_a_checkpoint_after_the_final_allocation_keeps_the_rank_record(tmp_path)
     assert ranks["steps"][-1] == 6 and sum(row[-1] for row in ranks["matrix"]) == 2 * 14
 
 
+def test_a_run_stopped_after_allocations_resumes_to_the_uninterrupted_result(tmp_path):
+    """Checkpoints at 3 (pruning under way) and 6 (after the final allocation at 5, whose save shrank the saved
+    tensors to the kept ranks); SIGTERM at step 7, then the same call: the rerun loads checkpoint-6 at full size with
+    the allocator's state and the rank pattern, and ends where the uninterrupted run ends, rank record included."""
+    import os
+    import signal
+
+    from transformers import TrainerCallback
+
+    from oneml.errors import Interrupted
+
+    class TermAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 7:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def run(root, callbacks=None):
+        overrides = ["model.name=tiny-llama", "method.name=adalora", "method.init_r=4", "method.target_r=2"]
+        overrides += ["method.tinit=1", "method.tfinal=3", "method.dropout=0", "data.max_samples=24"]
+        overrides += ["data.eval_size=4", "data.max_length=64", "train.max_steps=8", "train.save_steps=3"]
+        overrides += ["train.diagnostics_every=2", "train.eval_before=false", f"tracking.root={root}"]
+        return train(load_run_config(None, overrides), progress=False, callbacks=callbacks)
+
+    whole = run(tmp_path / "whole")
+    with pytest.raises(Interrupted):
+        run(tmp_path / "cut", [TermAt()])
+    resumed = run(tmp_path / "cut")
+    assert resumed.steps_trained == 2  # from checkpoint-6
+    assert resumed.metrics["eval_loss"] == pytest.approx(whole.metrics["eval_loss"], abs=1e-6)
+    ranks = [json.loads((r.run_dir / "diagnostics" / "adalora_ranks.json").read_text()) for r in (whole, resumed)]
+    assert ranks[0] == ranks[1] and sum(row[-1] for row in ranks[0]["matrix"]) == 2 * 14
+
+
 def test_why_the_penalty_is_ours_the_fused_head_loss_leaves_it_out():
     """peft adds gamma * R to outputs.loss, but TRL's SFTTrainer builds its loss from the fused head's log-probs."""
     from peft import AdaLoraConfig, get_peft_model

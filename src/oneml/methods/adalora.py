@@ -182,6 +182,12 @@ def _layer_name(param_name: str) -> str:
     return name.removeprefix("model.")
 
 
+ALLOCATOR_FILE = "adalora_allocator.safetensors"
+"""In a checkpoint: the allocator's smoothed sensitivity and uncertainty of every adapter weight."""
+RECORD_FILE = "adalora_record.json"
+"""In a checkpoint: the live rank pattern and the rank record so far."""
+
+
 class RankAllocation(TrainerCallback):
     """Runs AdaLoRA's budget schedule, adds the orthogonality gradient, and records the rank of every layer.
 
@@ -196,6 +202,9 @@ class RankAllocation(TrainerCallback):
         self.peft_cfg = self.tuner.peft_config[self.tuner.trainable_adapter_name]
         adapter = self.tuner.trainable_adapter_name
         self.e_names = [n for n, _ in self.tuner.model.named_parameters() if f"lora_E.{adapter}" in n]
+        self.model = model
+        self._device = next(model.parameters()).device
+        self._resumed: Path | None = None
         self.steps: list[int] = []
         self.columns: list[list[int]] = []
         self.budgets: list[int] = []
@@ -223,7 +232,71 @@ class RankAllocation(TrainerCallback):
         self.ctx.log_metrics(metrics, step)
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if self._resumed is not None:  # after transformers loaded the checkpoint's (full-size) adapter weights
+            self._restore(self._resumed)
+            self._resumed = None
+            return
         self.record(state.global_step)
+
+    # --- checkpoints: a run killed after an allocation resumes to the uninterrupted result ---------------------------
+
+    def checkpoint_save(self, folder: Path) -> None:
+        """Into a checkpoint being written (train/hooks.py calls it before the checkpoint's rename).
+
+        peft's save shrinks each layer's tensors to its kept ranks (the rank pattern), while the live model keeps
+        init_r triplets and transformers resumes by loading the checkpoint into it: the adapter is written again at
+        full size (masked triplets are zeros), and the allocator's state beside it."""
+        import json
+
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        pattern = self.peft_cfg.rank_pattern
+        if pattern is not None:
+            self.peft_cfg.rank_pattern = None
+            try:
+                state = get_peft_model_state_dict(self.model, adapter_name=self.tuner.trainable_adapter_name)
+            finally:
+                self.peft_cfg.rank_pattern = pattern
+            save_file({k: v.contiguous() for k, v in state.items()}, str(Path(folder) / "adapter_model.safetensors"))
+            config = Path(folder) / "adapter_config.json"
+            if config.is_file():
+                saved = json.loads(config.read_text())
+                saved["rank_pattern"] = None
+                config.write_text(json.dumps(saved, indent=2))
+        allocator = self.tuner.rankallocator
+        tensors = {
+            f"{kind}/{name}": value.detach().contiguous()
+            for kind in ("ipt", "exp_avg_ipt", "exp_avg_unc")
+            for name, value in getattr(allocator, kind).items()
+        }
+        save_file(tensors, str(Path(folder) / ALLOCATOR_FILE))
+        record = {"rank_pattern": pattern, "steps": self.steps, "columns": self.columns, "budgets": self.budgets}
+        (Path(folder) / RECORD_FILE).write_text(json.dumps(record))
+
+    def checkpoint_load(self, folder: Path) -> None:
+        """From the checkpoint a run resumes from; applied at train begin, after the weights are loaded (a rank
+        pattern set before would make peft shrink the live layers while loading them)."""
+        if not (Path(folder) / RECORD_FILE).is_file():
+            raise OnemlError(
+                f"method: checkpoint {folder} holds no AdaLoRA allocator state (written by an older oneml?); delete "
+                "it to start over"
+            )
+        self._resumed = Path(folder)
+
+    def _restore(self, folder: Path) -> None:
+        import json
+
+        from safetensors.torch import load_file
+
+        record = json.loads((folder / RECORD_FILE).read_text())
+        self.peft_cfg.rank_pattern = record["rank_pattern"]
+        self.steps, self.columns, self.budgets = record["steps"], record["columns"], record["budgets"]
+        allocator = self.tuner.rankallocator
+        allocator.reset_ipt()
+        for key, value in load_file(str(folder / ALLOCATOR_FILE)).items():
+            kind, name = key.split("/", 1)
+            getattr(allocator, kind)[name] = value.to(self._device)
 
     def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
         if self.gamma == 0:

@@ -326,6 +326,9 @@ def _execute(run: RunContext) -> RunResult:
     start_step = int(resume.name.split("-")[-1]) if resume else 0
     if stopper is not None and resume is not None:
         stopper.load(resume)
+    if resume is not None:
+        for load in _checkpointed(trainer.callback_handler.callbacks, "checkpoint_load"):
+            load(resume)
     metrics: dict[str, float] = {}
     # A tuning run is a selection: it has no business with the test rows, not even to record a score no one reads.
     tuning = config.tracking.tags.get(tag.TUNING, "").lower() == "true"
@@ -412,6 +415,12 @@ def _record_and_publish(run: RunContext, trainer, metrics: dict[str, float]) -> 
     recorder.finish()
 
 
+def _checkpointed(callbacks: list[Any], hook: str) -> tuple[Any, ...]:
+    """The callbacks' ``checkpoint_save(folder)`` / ``checkpoint_load(folder)``: a method's training state that a
+    resumed run needs beyond the Trainer's (AdaLoRA's allocator), written into each checkpoint before its rename."""
+    return tuple(getattr(cb, hook) for cb in callbacks if callable(getattr(cb, hook, None)))
+
+
 def _build_trainer(run: RunContext):
     from oneml.objectives import TrainerInputs
     from oneml.train import hooks
@@ -447,7 +456,7 @@ def _build_trainer(run: RunContext):
     stopper = EarlyStopping(config.train.early_stopping, setup.model) if config.train.early_stopping else None
     hooks.install(
         trainer, max_grad_norm_stop=config.train.max_grad_norm_stop, checkpoints=ckpt is not None,
-        extras=(stopper.save,) if stopper is not None else (),
+        extras=((stopper.save,) if stopper is not None else ()) + _checkpointed(callbacks, "checkpoint_save"),
     )  # fmt: skip
     evaluator = config.objective.evaluator(trainer, setup.data, setup.tokenizer, config.data.max_length)
     return trainer, timer, evaluator, stopper
