@@ -196,7 +196,7 @@ def test_real_run_records_the_rank_heatmap_and_ends_at_the_target(tmp_path):
     assert sum(sum(mask) for mask in saved["rank_pattern"].values()) == 2 * 14
 
 
-def test_a_checkpoint_after_the_final_allocation_keeps_the_rank_record(tmp_path):
+def test_a_checkpoint_after_the_final_allocation_keeps_the_rank_record(tmp_path, recwarn):
     """peft's save rewrites the live rank pattern's keys without the adapter name; a checkpoint between the final
     allocation and the end of the run (the paper-cpu study's 6-step tuning runs) then broke the last record."""
     overrides = ["model.name=tiny-llama", "method.name=adalora", "method.init_r=4", "method.target_r=2"]
@@ -205,6 +205,7 @@ def test_a_checkpoint_after_the_final_allocation_keeps_the_rank_record(tmp_path)
     result = train(load_run_config(None, overrides), progress=False)
     ranks = json.loads((result.run_dir / "diagnostics" / "adalora_ranks.json").read_text())
     assert ranks["steps"][-1] == 6 and sum(row[-1] for row in ranks["matrix"]) == 2 * 14
+    assert not [w for w in recwarn if "invalid shape" in str(w.message)]  # peft's ZeRO-3 reading of pruned layers
 
 
 def test_a_run_stopped_after_allocations_resumes_to_the_uninterrupted_result(tmp_path):

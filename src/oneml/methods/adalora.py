@@ -205,6 +205,9 @@ class RankAllocation(TrainerCallback):
         self.model = model
         self._device = next(model.parameters()).device
         self._resumed: Path | None = None
+        # The Trainer's checkpoint saves go through peft's save, which takes the layers AdaLoRA pruned to rank 0 for
+        # ZeRO-3 shards never gathered and says so at every checkpoint; in a process training AdaLoRA it is wrong.
+        warnings.filterwarnings("ignore", message=".*LoRA tensor\\(s\\) have invalid shape")
         self.steps: list[int] = []
         self.columns: list[list[int]] = []
         self.budgets: list[int] = []
