@@ -23,6 +23,7 @@ from oneml.distributed import devices
 from oneml.errors import Interrupted, OnemlError
 from oneml.registry import Registry
 from oneml.study.trial import GPU_FRACTION_ENV, Job, Outcome, run_trial
+from oneml.tracking import tags as tag
 
 
 @dataclass
@@ -231,7 +232,7 @@ def _ray_trial(config: dict[str, Any], stop_at: int | None, gpu_fraction: float 
     # only that it was not necessarily alone.
     os.environ[devices.CONCURRENT_ENV] = "ray"
     # Which node ran the trial, on its MLflow record (tracking tags do not change the run id).
-    node = {"oneml.ray_node": ray.get_runtime_context().get_node_id(), "oneml.ray_host": ray.util.get_node_ip_address()}
+    node = {tag.RAY_NODE: ray.get_runtime_context().get_node_id(), tag.RAY_HOST: ray.util.get_node_ip_address()}
     tracking = config.get("tracking", {})
     config = config | {"tracking": tracking | {"tags": tracking.get("tags", {}) | node}}
     return run_trial(config, stop_at)
