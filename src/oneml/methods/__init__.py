@@ -141,7 +141,8 @@ class MethodConfig(Section):
     and a ``train.optim`` other than auto is refused in one line."""
     builds_optimizer: ClassVar[bool] = False
     """`optimizer` builds over its own parameter groups whatever `optimizer_groups` says (LISA over every parameter,
-    BAdam's block optimizer around one): with ``train.optim: auto`` that is a plain torch AdamW, as the run records."""
+    BAdam's block optimizer around one): with ``train.optim: auto`` that is the kind transformers builds for every
+    other method (fused AdamW on torch >= 2.8; train/speedups.py `resolve`), as the run records."""
 
     def optimizer(
         self, model: torch.nn.Module, learning_rate: float, weight_decay: float, build: OptimizerBuilder | None = None

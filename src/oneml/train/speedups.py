@@ -62,7 +62,11 @@ def _paged(device: str) -> str | None:
 
 
 OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
-OPTIMIZERS.register("auto", Optimizer(None, _adamw(None)), "transformers' default (adamw_torch_fused on torch >= 2.8)")
+OPTIMIZERS.register(
+    "auto",
+    Optimizer(None, lambda groups, lr, weight_decay: OPTIMIZERS.get(resolve("auto")).build(groups, lr, weight_decay)),
+    "transformers' default (adamw_torch_fused on torch >= 2.8)",
+)
 OPTIMIZERS.register("adamw_torch", Optimizer("adamw_torch", _adamw(False)), "torch AdamW (foreach)")
 OPTIMIZERS.register("adamw_torch_fused", Optimizer("adamw_torch_fused", _adamw(True)), "torch AdamW, fused kernel")
 OPTIMIZERS.register(
@@ -74,6 +78,23 @@ OPTIMIZERS.register(
 OPTIMIZERS.register("adafactor", Optimizer("adafactor", _adafactor), "Adafactor (factored second moments)")
 
 
+def resolve(name: str) -> str:
+    """``auto`` as the optimizer transformers would build by default; any other name as it is.
+
+    A method with its own parameter groups (LoRA+, LISA) builds its optimizer itself, so ``auto`` must name the same
+    kind transformers gives every other method (adamw_torch_fused on torch >= 2.8): otherwise LoRA+ trains with a
+    different AdamW kernel than the LoRA it is compared with, and the study's speed rows compare kernels.
+    """
+    if name != "auto":
+        return name
+    from transformers import TrainingArguments
+
+    default = TrainingArguments.__dataclass_fields__["optim"].default
+    default = str(getattr(default, "value", default))  # a str, or an OptimizerNames member in older releases
+    named = [key for key in OPTIMIZERS.names() if key != "auto" and OPTIMIZERS.get(key).trainer_name == default]
+    return named[0] if named else "adamw_torch"  # a default we do not register: torch's AdamW, as transformers' is
+
+
 def optimizer_in_use(name: str, method: Any, model: Any, learning_rate: float) -> str:
     """The optimizer a run actually trains with (what the run records)."""
     if method.fixed_optimizer is not None:  # GaLore's, APOLLO's: `check` refuses any other train.optim
@@ -81,14 +102,15 @@ def optimizer_in_use(name: str, method: Any, model: Any, learning_rate: float) -
     if name != "auto":
         return name
     if method.builds_optimizer or method.optimizer_groups(model, learning_rate) is not None:
-        return "adamw_torch"  # the method's own groups (LoRA+, LISA, BAdam) have always gone to a plain torch AdamW
+        return resolve(name)  # the method's own groups (LoRA+, LISA): the kind transformers gives the rest
     from transformers import TrainingArguments
 
-    return str(TrainingArguments.__dataclass_fields__["optim"].default)
+    default = TrainingArguments.__dataclass_fields__["optim"].default
+    return str(getattr(default, "value", default))
 
 
 def build_optimizer(name: str, groups: list[dict[str, Any]], lr: float, weight_decay: float) -> Any:
-    """The optimizer for a method's own parameter groups (LoRA+), of the configured kind."""
+    """The optimizer for a method's own parameter groups (LoRA+), of the configured kind (auto: transformers')."""
     return OPTIMIZERS.get(name).build(groups, lr, weight_decay)
 
 
