@@ -47,3 +47,17 @@ def test_without_judged_rates_the_preference_accuracy_is_used_and_without_either
     plain = analyse([make_config("a", "lora", LOSS)], DecisionOptions())
     r = recommend(plain, "preference")
     assert preference_metric(plain) is None and r.verdict == "none" and "no preference runs" in r.evidence
+
+
+def test_with_a_test_split_the_preference_row_reads_the_test_rows():
+    # the validation rows are the ones the study selected on (tuning, the stage pick): they would pick b, the
+    # rows nothing selected on pick a, and only those may decide
+    configs = [
+        make_config("a", "lora", LOSS, eval_preference_accuracy=rates(0.6, 1), test_preference_accuracy=rates(0.9, 2)),
+        make_config("b", "dora", LOSS, eval_preference_accuracy=rates(0.9, 3), test_preference_accuracy=rates(0.6, 4)),
+    ]
+    a = analyse(configs, DecisionOptions())
+    r = recommend(a, "preference")
+    assert preference_metric(a) == "test_preference_accuracy"
+    assert r.decided and r.winner == "a" and "test preference accuracy" in r.numbers
+    assert scores(a, ["a", "b"])["b"]["preference"] < 1.0 == scores(a, ["a", "b"])["a"]["preference"]

@@ -27,7 +27,8 @@ winner. The rows:
 - memory: the contender with the lowest mean peak memory (CUDA peak when recorded, else resident set).
 - preference: the best mean length-controlled win rate by a judge (`oneml eval -b winrate`, `bench/winrate/<opponent>/
   lc_win_rate`; the opponent most configurations were judged against, base first) when any run recorded one, else the
-  best mean `eval_preference_accuracy`; judged like quality.
+  best mean preference accuracy (`test_preference_accuracy` when the runs had a test split, else
+  `eval_preference_accuracy`); judged like quality.
 - start: the contender with the highest weighted score; each criterion is the configuration's value as a
   ratio of the best contender's (1 = best), so a gap of 0.0001 in loss is a gap of 0.0001, not of 1.
 """
@@ -361,7 +362,7 @@ def _cost(a: Analysis, labels, seeds: int | None) -> float | None:
 def _why_no_number(blockers: list[Comparison]) -> str:
     untested = [c for c in blockers if not c.tested and "identical" not in c.note]
     if any("identical" in c.note for c in blockers):
-        return "results do not vary across seeds (seed not applied?), so no number of seeds can be given"
+        return "results do not vary across seeds (seed not applied, or a metric too coarse to differ?), so no number of seeds can be given"
     if untested and all(c.seeds_needed is None for c in untested):
         return "the spread across seeds is unknown: run at least 3 seeds per configuration to measure it"
     return (
@@ -528,7 +529,8 @@ _RULES = {
     "preference": (
         "Preference alignment",
         "The best mean length-controlled win rate by a judge (oneml eval -b winrate; against the opponent most "
-        "configurations were judged against, base first) when recorded, else the best mean preference accuracy; "
+        "configurations were judged against, base first) when recorded, else the best mean preference accuracy "
+        "(on the test rows when runs have a test split); "
         "judged like quality; 'no preference runs' when neither was recorded.",
         _preference,
     ),

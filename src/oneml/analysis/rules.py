@@ -19,7 +19,7 @@ from oneml.analysis.decision import (
     quality_status,
     show,
 )
-from oneml.analysis.metrics import metric
+from oneml.analysis.metrics import metric, test_key
 from oneml.analysis.verdicts import IDENTICAL, Comparison, level, rank
 
 SPREAD_MIN_SEEDS = 5
@@ -290,13 +290,14 @@ def scores(a: Analysis, pool: list[str] | None = None) -> dict[str, dict[str, fl
 def preference_metric(a: Analysis) -> str | None:
     """The metric the preference row judges: a judge's LC win rate if any run recorded one (the benchmark first in
     JUDGED, then the opponent most configurations were judged against: base, then reference, then by name), else
-    eval_preference_accuracy when recorded, else None."""
+    the preference accuracy on the test rows when the runs had a test split (like quality: the validation rows are
+    the ones the study's selection read), else eval_preference_accuracy when recorded, else None."""
     recorded = {k for c in a.configs.values() for r in c.runs for k in r.metrics}
     for bench in JUDGED:
         keys = [k for k in recorded if k.startswith(f"bench/{bench}/") and k.endswith("/lc_win_rate")]
         if keys:
             return min(keys, key=lambda k: _judged_order(a, k))
-    return PREFERENCE if PREFERENCE in recorded else None
+    return next((k for k in (test_key(PREFERENCE), PREFERENCE) if k in recorded), None)
 
 
 def _judged_order(a: Analysis, key: str) -> tuple[int, int, str]:
@@ -308,7 +309,7 @@ def _judged_order(a: Analysis, key: str) -> tuple[int, int, str]:
 def preference(a: Analysis) -> Recommendation:
     key = preference_metric(a)
     if key is None:
-        return none("preference", "no preference runs (no run recorded a judge's win rate or eval_preference_accuracy)")
+        return none("preference", "no preference runs (no run recorded a judge's win rate or a preference accuracy)")
     values = {label: {s: v for s, v in c.values(key).items() if math.isfinite(v)} for label, c in a.configs.items()}
     m = metric(key)
     r = rank(key, m.higher_is_better, values, a.margin, a.options.alpha)

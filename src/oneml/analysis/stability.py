@@ -69,7 +69,7 @@ PERMUTATION_SEED_COST = 3
 at sd ratios 1.5, 2 and 3 and n = 5..26, 3000 studies each: the gap was 1.9 to 4.1 seeds, about 3.4 at even n
 and 2.5 at odd n, so predictions are within about 5 points of the simulated power)."""
 NO_SPREAD_TEST = "fewer than {n} seeds per configuration: no spread test"
-SEED_NOT_APPLIED = "identical results on every seed (seed not applied?)"
+SEED_NOT_APPLIED = "identical results on every seed (seed not applied, or a metric too coarse to differ?)"
 
 
 @dataclass(frozen=True)

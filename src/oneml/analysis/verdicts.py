@@ -51,7 +51,7 @@ from oneml.errors import OnemlError
 VERDICTS = ("better", "worse", "equivalent", "inconclusive")
 POWER = 0.8
 MAX_SEEDS = 1000
-IDENTICAL = "identical results on every seed (seed not applied?)"
+IDENTICAL = "identical results on every seed (seed not applied, or a metric too coarse to differ?)"
 DEFAULT_MARGIN = "1%"
 
 
