@@ -196,6 +196,17 @@ def test_a_stage_starts_from_the_best_source_run_and_loads_its_weights(tmp_path,
         _assert_merged(weights, base.state_dict(), folder)
     assert run_study(spec, progress=False).steps_trained == 0  # resume: the same pick, nothing to train
 
+    from oneml.analysis.decision import DecisionOptions
+    from oneml.analysis.report import build_report
+    from oneml.analysis.results import load_study as load_results
+
+    results = load_results(spec.name, resolve_tracking_uri(None, tmp_path / "root"), artifacts=False)
+    label = next(c.label for c in results.configs if c.config_id == source.config.config_id)
+    notes = [w for w in build_report(results, DecisionOptions(), figures=False).warnings if "started from" in w]
+    assert notes == [
+        f"track dpo started from {label} of track sft (its run {source.run_id}), picked on the validation rows"
+    ]
+
 
 def _loss(trial) -> float:
     return json.loads((root_of(trial) / "runs" / trial.run_id / "metrics.json").read_text())["eval_loss"]

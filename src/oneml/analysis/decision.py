@@ -362,7 +362,10 @@ def _cost(a: Analysis, labels, seeds: int | None) -> float | None:
 def _why_no_number(blockers: list[Comparison]) -> str:
     untested = [c for c in blockers if not c.tested and "identical" not in c.note]
     if any("identical" in c.note for c in blockers):
-        return "results do not vary across seeds (seed not applied, or a metric too coarse to differ?), so no number of seeds can be given"
+        return (
+            "results do not vary across seeds (seed not applied, or a metric too coarse to differ?), so no number "
+            "of seeds can be given"
+        )
     if untested and all(c.seeds_needed is None for c in untested):
         return "the spread across seeds is unknown: run at least 3 seeds per configuration to measure it"
     return (

@@ -135,6 +135,7 @@ def _warnings(study: StudyResults, analyses: list[Analysis]) -> list[str]:
     note = early_stopping_note(study)
     if note:
         out.append(note)
+    out += stage_notes(study)
     look = look_alpha(study.parent_tags, DEFAULT_ALPHA)
     if look is not None and analyses:  # the looks' error is corrected only when alpha was left to the study
         used = analyses[0].options.alpha
@@ -147,6 +148,25 @@ def _warnings(study: StudyResults, analyses: list[Analysis]) -> list[str]:
         listed = ", ".join(f"{n} {s}" for s, n in counts.items())
         out.append(f"{len(study.excluded)} run(s) are left out of every statistic ({listed}): see the last table")
     return out + study.notes
+
+
+def stage_notes(study: StudyResults) -> list[str]:
+    """Which model each stage track started from: the configuration its pick chose and the run it loaded."""
+    labels = {c.config_id: c.label for c in study.configs}
+    sources: dict[str, dict[tuple[str, str, str], None]] = {}
+    for c in study.configs:
+        for r in c.runs + c.failed:
+            if tag.FROM_TRACK in r.tags:
+                key = (r.tags[tag.FROM_TRACK], r.tags.get(tag.FROM_CONFIG, ""), r.tags.get(tag.FROM_RUN, ""))
+                sources.setdefault(c.track, {})[key] = None
+    out = []
+    for track, picked in sorted(sources.items()):
+        started = "; ".join(
+            f"{labels.get(config, 'configuration ' + config)} of track {source} (its run {run})"
+            for source, config, run in picked
+        )
+        out.append(f"track {track} started from {started}, picked on the validation rows")
+    return out
 
 
 def _rows_note(study: StudyResults, analyses: list[Analysis]) -> list[str]:
