@@ -93,6 +93,9 @@ JUDGED = ("winrate", "mt-bench")
 row reads them first (answers judged as a user would meet them), in this order."""
 MEMORY = "peak_memory_mib"
 TIME_KEYS = ("train_wall_seconds", "train_seconds")
+EVAL_TIME_KEYS = ("initial_eval_seconds", "eval_seconds", "test_seconds")
+"""What a run spends scoring outside its training loop (before it, after it, on the test rows): part of what one
+more seed costs."""
 SCORE_TIE = 0.01
 """Starting-point scores closer than this are a tie (the simpler method wins): scores are ratios, and a
 hundredth of one is below what a study of a few seeds can tell apart."""
@@ -170,7 +173,11 @@ class Analysis:
         return self.summaries[label][self.options.metric].n if self.options.metric in self.summaries[label] else 0
 
     def seconds_per_run(self, label: str) -> float | None:
-        return next((v for k in TIME_KEYS if (v := self.mean(label, k)) is not None), None)
+        """What one more seed of ``label`` costs: its training wall time plus its evaluations (mean over runs)."""
+        train = next((v for k in TIME_KEYS if (v := self.mean(label, k)) is not None), None)
+        if train is None:
+            return None
+        return train + sum(v for k in EVAL_TIME_KEYS if (v := self.mean(label, k)) is not None)
 
     def failures(self, label: str) -> tuple[int, int]:
         """(failed, total): FAILED runs plus finished runs without a finite quality result, over all runs."""
