@@ -18,7 +18,7 @@ from studykit import write_study
 
 from oneml.study import expand, load_study
 from oneml.study.run import run_study
-from oneml.study.state import read_entry
+from oneml.study.state import state
 from oneml.tracking import resolve_tracking_uri
 
 SCRIPT = textwrap.dedent(
@@ -105,7 +105,9 @@ def test_killed_driver_resumes_without_repeating_finished_runs(tmp_path):
         got = json.loads((runs / t.run_id / "metrics.json").read_text())["eval_loss"]
         ref = json.loads((tmp_path / "ref" / "root" / "runs" / t.run_id / "metrics.json").read_text())["eval_loss"]
         assert got == pytest.approx(ref, abs=1e-5), t.label
-        assert read_entry(t)["status"] == "finished"
+        # state(), not the journal's status field: a driver killed between a run's metrics.json and its journal
+        # line leaves the line without a status, and the run is finished all the same (its metrics are published)
+        assert state(t) == "finished"
 
 
 def test_plain_runs_do_not_checkpoint():

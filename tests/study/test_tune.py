@@ -58,6 +58,10 @@ def _tuned_study(folder, **changes):
             "tune.halving.metric: must be tune.metric (eval_loss)",
         ),
         ({"tune": {"grid": {"train.weight_decay": [0.1]}, "halving": {"min_steps": 4}}}, "tune.halving.min_steps"),
+        (  # DPO's beta scales its loss: picking beta on eval_loss compares different losses
+            {"tune": {"grid": {"objective.beta": [0.1, 0.5]}, "seeds": [9]}},
+            "tune.metric: eval_loss is defined by objective.beta, which this tuning varies",
+        ),
     ],
 )
 def test_bad_tune_input_is_one_line_naming_the_field(tmp_path, changes, needle):

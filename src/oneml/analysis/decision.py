@@ -104,6 +104,10 @@ MEMORY_TIE = 0.01
 MARGIN_TAG = tag.MARGIN
 DEFAULT_ALPHA = 0.05
 DEFAULT_METRIC = "eval_loss"
+LOSS_FREE = ("eval_preference_accuracy", "eval_label_accuracy", "eval_token_accuracy")
+"""What a group is compared on when its configurations differ in what their loss is (an objective's beta, lambda or
+loss type scales or reshapes it): the first of these the runs recorded, on the test rows where they exist. Each is
+the same measurement whatever those values (DPO's reward accuracy is the sign of beta x margin, beta > 0)."""
 
 
 @dataclass(frozen=True)
@@ -233,8 +237,45 @@ def quality_metric(options: DecisionOptions, configs: list[Configuration]) -> st
     """The metric asked for, else the default eval_loss, or its test twin (test_loss) when runs recorded one."""
     if options.metric is not None:
         return options.metric
+    recorded = {k for c in configs for r in c.runs for k in r.metrics}
+    if loss_defined_by(configs):
+        free = [k for key in LOSS_FREE for k in (test_key(key), key) if k in recorded]
+        if free:
+            return free[0]
     twin = test_key(DEFAULT_METRIC)
-    return twin if any(twin in r.metrics for c in configs for r in c.runs) else DEFAULT_METRIC
+    return twin if twin in recorded else DEFAULT_METRIC
+
+
+def loss_defined_by(configs: list[Configuration]) -> list[str]:
+    """The objective settings (``objective.beta``, ``objective.lambda``, ...) that differ between the group's
+    configurations. Each defines the loss (a weight on one of its terms, a temperature, a loss type), so two
+    configurations that differ in one do not measure the same thing with their loss, on any rows."""
+    seen: dict[str, set[str]] = {}
+    for c in configs:
+        for r in c.runs:
+            for key, value in r.params.items():
+                if key.startswith("objective.") and key != "objective.name":
+                    seen.setdefault(key, set()).add(value)
+    return sorted(key for key, values in seen.items() if len(values) > 1)
+
+
+def metric_note(a: Analysis) -> str | None:
+    """Why a group is not compared on its loss, when it is not; a warning when asked to compare on it anyway."""
+    keys = loss_defined_by(list(a.configs.values()))
+    if not keys:
+        return None
+    names = ", ".join(keys) + (" (which define the loss)" if len(keys) > 1 else " (which defines the loss)")
+    if a.options.metric in ("eval_loss", "test_loss", "eval_perplexity", "test_perplexity"):
+        return (
+            f"{a.group[1]}: the configurations differ in {names}, yet the guide compares "
+            f"their {a.quality.label} (asked for with --metric, or no accuracy was recorded): those numbers do not "
+            "measure the same thing"
+        )
+    return (
+        f"{a.group[1]}: compared on {a.quality.label}, not on the loss: the configurations differ in {names}; "
+        "the same model scores a different loss under each, so their losses, and the training-loss convergence "
+        "row, do not compare"
+    )
 
 
 def analyse(configs: list[Configuration], options: DecisionOptions, margin: Margin | None = None) -> Analysis:

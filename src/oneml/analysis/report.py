@@ -24,6 +24,7 @@ from oneml.analysis.decision import (
     DecisionOptions,
     Recommendation,
     analyse_study,
+    metric_note,
     replicated,
 )
 from oneml.analysis.decision import decision_table as decide_all
@@ -123,6 +124,8 @@ def _warnings(study: StudyResults, analyses: list[Analysis]) -> list[str]:
                 "concurrent trials share the GPU and the cores, so their tokens/s is not a solo run's; compare "
                 "speed among runs of one --workers setting"
             )
+        if note := metric_note(a):
+            out.append(note)
         differing = _differing_tags(runs)
         if differing:
             out.append(f"runs differ in {', '.join(differing)}: speed and memory may not compare like for like")

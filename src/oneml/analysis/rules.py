@@ -14,6 +14,7 @@ from oneml.analysis.decision import (
     Recommendation,
     blocking,
     complexity,
+    loss_defined_by,
     made,
     none,
     quality_status,
@@ -101,6 +102,13 @@ def _numbers(a: Analysis, label: str) -> str:
 
 def convergence(a: Analysis) -> Recommendation:
     from oneml.analysis.survival import threshold_set
+
+    if defined := loss_defined_by(list(a.configs.values())):
+        return none(
+            "convergence",
+            f"not compared: the training loss is defined by {', '.join(defined)}, which differs between the "
+            "configurations, so their losses (and thresholds on them) do not measure the same thing",
+        )
 
     timed = [label for label, c in a.configs.items() if threshold_set(c.runs + c.failed)]
     if timed:

@@ -104,6 +104,10 @@ class Halving(Section):
         return _rung_metric(key)
 
 
+LOSS_METRICS = ("eval_loss", "eval_perplexity")
+"""Selection metrics whose meaning an objective's settings (beta, lambda, loss type) change."""
+
+
 def _rung_metric(key: str) -> str:
     """A metric some objective records at a rung and at the end, on the validation rows (never a test_* one)."""
     known = list(dict.fromkeys(k for keys in RUNG_METRICS.values() for k in keys))
@@ -153,8 +157,17 @@ class Tune(Section):
 
     @field_validator("metric")
     @classmethod
-    def _metric(cls, key: str) -> str:
-        return _rung_metric(key)
+    def _metric(cls, key: str, info: ValidationInfo) -> str:
+        key = _rung_metric(key)
+        defining = sorted(
+            k for k in info.data.get("grid") or {} if k.startswith("objective.") and k != "objective.name"
+        )
+        if defining and key in LOSS_METRICS:
+            raise ValueError(
+                f"{key} is defined by {', '.join(defining)}, which this tuning varies, so the candidates' losses do "
+                "not compare; pick on eval_preference_accuracy (preference objectives) or eval_token_accuracy"
+            )
+        return key
 
     @field_validator("halving")
     @classmethod
