@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from oneml.analysis import wording
-from oneml.analysis.metrics import Metric, metric, test_key
+from oneml.analysis.metrics import Metric, defines_loss, is_loss, metric, test_key
 from oneml.analysis.results import Configuration, StudyResults
 from oneml.analysis.stats import Summary, summarize
 from oneml.analysis.verdicts import DEFAULT_MARGIN, Comparison, Margin, Ranking, parse_margin, rank
@@ -254,7 +254,7 @@ def loss_defined_by(configs: list[Configuration]) -> list[str]:
     for c in configs:
         for r in c.runs:
             for key, value in r.params.items():
-                if key.startswith("objective.") and key != "objective.name":
+                if defines_loss(key):
                     seen.setdefault(key, set()).add(value)
     return sorted(key for key, values in seen.items() if len(values) > 1)
 
@@ -265,7 +265,7 @@ def metric_note(a: Analysis) -> str | None:
     if not keys:
         return None
     names = ", ".join(keys) + (" (which define the loss)" if len(keys) > 1 else " (which defines the loss)")
-    if a.options.metric in ("eval_loss", "test_loss", "eval_perplexity", "test_perplexity"):
+    if is_loss(str(a.options.metric)):
         return (
             f"{a.group[1]}: the configurations differ in {names}, yet the guide compares "
             f"their {a.quality.label} (asked for with --metric, or no accuracy was recorded): those numbers do not "

@@ -78,6 +78,22 @@ BENCH_LOWER_PREFIX = "bench-lower/"
 """Benchmark values where lower is better (a perplexity): `oneml eval` records them under this prefix."""
 
 
+LOSS_METRICS = ("eval_loss", "eval_perplexity")
+"""Metrics whose meaning an objective's settings (beta, lambda, loss type) change, like their test twins."""
+
+
+def defines_loss(param: str) -> bool:
+    """An objective setting (``objective.beta``, ``objective.lambda``, ...): each weights, scales or reshapes the
+    loss, so runs that differ in one do not measure the same thing with it. The objective's name is not one: a
+    different objective is another group altogether."""
+    return param.startswith("objective.") and param != "objective.name"
+
+
+def is_loss(key: str) -> bool:
+    """A loss metric (or its perplexity), on the validation or the test rows."""
+    return key in LOSS_METRICS or any(key == test_key(k) for k in LOSS_METRICS)
+
+
 JUDGED_RATES = {"lc_win_rate": "LC win rate", "win_rate": "win rate"}
 """What a pairwise benchmark records per opponent: bench/<benchmark>/<opponent>/<rate> (oneml.eval.bench.winrate)."""
 

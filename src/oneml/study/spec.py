@@ -104,10 +104,6 @@ class Halving(Section):
         return _rung_metric(key)
 
 
-LOSS_METRICS = ("eval_loss", "eval_perplexity")
-"""Selection metrics whose meaning an objective's settings (beta, lambda, loss type) change."""
-
-
 def _rung_metric(key: str) -> str:
     """A metric some objective records at a rung and at the end, on the validation rows (never a test_* one)."""
     known = list(dict.fromkeys(k for keys in RUNG_METRICS.values() for k in keys))
@@ -158,11 +154,11 @@ class Tune(Section):
     @field_validator("metric")
     @classmethod
     def _metric(cls, key: str, info: ValidationInfo) -> str:
+        from oneml.analysis.metrics import defines_loss, is_loss
+
         key = _rung_metric(key)
-        defining = sorted(
-            k for k in info.data.get("grid") or {} if k.startswith("objective.") and k != "objective.name"
-        )
-        if defining and key in LOSS_METRICS:
+        defining = sorted(k for k in info.data.get("grid") or {} if defines_loss(k))
+        if defining and is_loss(key):
             raise ValueError(
                 f"{key} is defined by {', '.join(defining)}, which this tuning varies, so the candidates' losses do "
                 "not compare; pick on eval_preference_accuracy (preference objectives) or eval_token_accuracy"

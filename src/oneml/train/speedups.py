@@ -87,10 +87,7 @@ def resolve(name: str) -> str:
     """
     if name != "auto":
         return name
-    from transformers import TrainingArguments
-
-    default = TrainingArguments.__dataclass_fields__["optim"].default
-    default = str(getattr(default, "value", default))  # a str, or an OptimizerNames member in older releases
+    default = _trainer_default()
     named = [key for key in OPTIMIZERS.names() if key != "auto" and OPTIMIZERS.get(key).trainer_name == default]
     return named[0] if named else "adamw_torch"  # a default we do not register: torch's AdamW, as transformers' is
 
@@ -103,10 +100,15 @@ def optimizer_in_use(name: str, method: Any, model: Any, learning_rate: float) -
         return name
     if method.builds_optimizer or method.optimizer_groups(model, learning_rate) is not None:
         return resolve(name)  # the method's own groups (LoRA+, LISA): the kind transformers gives the rest
+    return _trainer_default()
+
+
+def _trainer_default() -> str:
+    """transformers' default ``optim`` name (adamw_torch_fused on torch >= 2.8)."""
     from transformers import TrainingArguments
 
     default = TrainingArguments.__dataclass_fields__["optim"].default
-    return str(getattr(default, "value", default))
+    return str(getattr(default, "value", default))  # a str, or an OptimizerNames member in older releases
 
 
 def build_optimizer(name: str, groups: list[dict[str, Any]], lr: float, weight_decay: float) -> Any:
